@@ -1,0 +1,67 @@
+import type { GenerationDefaults, ResolvedParams } from '../shared/params.js';
+
+/** The fields of a Hugging Face GPT-2 config.json that the model needs. */
+export interface Gpt2Config {
+  vocab_size: number;
+  n_positions: number;
+  n_embd: number;
+  n_layer: number;
+  n_head: number;
+  layer_norm_epsilon: number;
+}
+
+/** One transformer block's weights, in Hugging Face's Conv1D layout ([in, out]), as float32. */
+export interface Gpt2BlockWeights {
+  ln1g: Float32Array; // [E]
+  ln1b: Float32Array; // [E]
+  attnW: Float32Array; // [E, 3E]  (c_attn)
+  attnB: Float32Array; // [3E]
+  projW: Float32Array; // [E, E]   (attn.c_proj)
+  projB: Float32Array; // [E]
+  ln2g: Float32Array; // [E]
+  ln2b: Float32Array; // [E]
+  fcW: Float32Array; // [E, 4E]   (mlp.c_fc)
+  fcB: Float32Array; // [4E]
+  fcProjW: Float32Array; // [4E, E] (mlp.c_proj)
+  fcProjB: Float32Array; // [E]
+}
+
+export interface Gpt2Weights {
+  wte: Float32Array; // [V, E]
+  wpe: Float32Array; // [n_positions, E]
+  lnFg: Float32Array; // [E]
+  lnFb: Float32Array; // [E]
+  /** [V, E]; null when the folder has no lm_head.weight (tied to wte, as GPT-2 is). */
+  lmHead: Float32Array | null;
+  blocks: Gpt2BlockWeights[];
+}
+
+/** Text ⇄ token ids through the model folder's tokenizer.json. */
+export interface TextTokenizer {
+  encode(text: string): Promise<number[]>;
+  decode(ids: number[]): Promise<string>;
+}
+
+/** A model folder read and checked: config, float32 weights, tokenizer, generation defaults. */
+export interface ModelFolder {
+  dir: string;
+  config: Gpt2Config;
+  weights: Gpt2Weights;
+  tokenizer: TextTokenizer;
+  /** From generation_config.json when present (eos and pad ids always filled). */
+  defaults: GenerationDefaults;
+}
+
+/** One row of a batch: a prompt's token ids (unpadded) and its resolved parameters. */
+export interface RowRequest {
+  promptIds: number[];
+  params: ResolvedParams;
+}
+
+export type FinishReason = 'eos' | 'length';
+
+export interface RowResult {
+  /** Generated ids only; the stop id is included when one was produced. */
+  tokenIds: number[];
+  finishReason: FinishReason;
+}
