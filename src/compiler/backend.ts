@@ -1,0 +1,86 @@
+/**
+ * The only place that chooses a tfjs backend. `BATCHGEN_BACKEND` (tensorflow | wasm | cpu) forces
+ * one; otherwise the TensorFlow C library (tfjs-node-gpu, then tfjs-node) when installed, else wasm.
+ * The tensorflow packages are optional dependencies: their install step downloads libtensorflow, so
+ * they are loaded only if present, inside try/catch.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-backend-wasm';
+import { createRequire } from 'node:module';
+
+export { tf };
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+const NAMES: BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+
+let chosen: Promise<BackendName> | null = null;
+
+/** Loads @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node if installed; returns its name or null. */
+function loadTensorflowBinding(): string | null {
+  const require = createRequire(import.meta.url);
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      require(pkg);
+      return pkg;
+    } catch {
+      // not installed, or libtensorflow missing: try the next one
+    }
+  }
+  return null;
+}
+
+async function choose(requested: BackendName | undefined): Promise<BackendName> {
+  const forced = requested ?? (process.env.BATCHGEN_BACKEND as BackendName | undefined);
+  if (forced !== undefined && !NAMES.includes(forced)) {
+    throw new Error(`BATCHGEN_BACKEND="${forced}": expected one of ${NAMES.join(', ')}`);
+  }
+  const order: BackendName[] = forced ? [forced] : NAMES;
+  for (const name of order) {
+    if (name === 'tensorflow' && loadTensorflowBinding() === null) {
+      if (forced) throw new Error('BATCHGEN_BACKEND=tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed (see the README)');
+      continue;
+    }
+    if (await tf.setBackend(name)) {
+      await tf.ready();
+      return name;
+    }
+    if (forced) throw new Error(`backend ${name} failed to initialise`);
+  }
+  throw new Error('no tfjs backend could be initialised');
+}
+
+/** Picks and initialises the backend once per process; later calls return the same choice. */
+export function initBackend(requested?: BackendName): Promise<BackendName> {
+  if (chosen === null) chosen = choose(requested);
+  return chosen;
+}
+
+/** Whether tensors of this backend live in memory that JS can write in place (wasm heap, cpu arrays). */
+export function hostMemoryBackend(): boolean {
+  const name = tf.getBackend();
+  return name === 'wasm' || name === 'cpu';
+}
+
+/**
+ * The Float32Array that holds a tensor's data on the wasm or cpu backend, without copying: the
+ * KV cache writes into it in place. Returns null on other backends.
+ */
+export function hostView(t: tf.Tensor): Float32Array | null {
+  const backend = tf.engine().backend as unknown as {
+    dataIdMap?: { get(id: object): { memoryOffset: number } | undefined };
+    data?: { get(id: object): { values?: Float32Array } | undefined };
+    wasm?: { HEAPF32: Float32Array };
+  };
+  const name = tf.getBackend();
+  if (name === 'wasm' && backend.wasm && backend.dataIdMap) {
+    const info = backend.dataIdMap.get(t.dataId);
+    if (!info) return null;
+    // HEAPF32 is re-read on every call: the wasm memory may have grown and replaced the buffer.
+    return backend.wasm.HEAPF32.subarray(info.memoryOffset / 4, info.memoryOffset / 4 + t.size);
+  }
+  if (name === 'cpu' && backend.data) {
+    const values = backend.data.get(t.dataId)?.values;
+    return values instanceof Float32Array ? values : null;
+  }
+  return null;
+}

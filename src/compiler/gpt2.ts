@@ -1,0 +1,153 @@
+/**
+ * GPT-2 in tfjs-core ops, read top to bottom: weights on the device, then one small function per
+ * part (layer norm, attention, mlp, block), then the two forward passes that generation uses:
+ * `prefill` (the whole left-padded prompt, filling the KV cache) and `decodeStep` (one token per row,
+ * writing one cache position). Every function here is synchronous and meant to run inside tf.tidy.
+ */
+import { tf } from './backend.js';
+import type { Gpt2Config, Gpt2Weights } from './types.js';
+import type { KvCache } from './kv-cache.js';
+
+export interface DeviceBlock {
+  ln1g: tf.Tensor1D;
+  ln1b: tf.Tensor1D;
+  attnW: tf.Tensor2D;
+  attnB: tf.Tensor1D;
+  projW: tf.Tensor2D;
+  projB: tf.Tensor1D;
+  ln2g: tf.Tensor1D;
+  ln2b: tf.Tensor1D;
+  fcW: tf.Tensor2D;
+  fcB: tf.Tensor1D;
+  fcProjW: tf.Tensor2D;
+  fcProjB: tf.Tensor1D;
+}
+
+/** The model's weights on the device; owned by this object, freed by dispose(). */
+export class DeviceWeights {
+  readonly wte: tf.Tensor2D;
+  readonly wpe: tf.Tensor2D;
+  readonly lnFg: tf.Tensor1D;
+  readonly lnFb: tf.Tensor1D;
+  /** [E, V]: the output projection stored transposed, the layout the fast matmul path wants. */
+  readonly lmHeadT: tf.Tensor2D;
+  readonly blocks: DeviceBlock[];
+
+  constructor(readonly config: Gpt2Config, w: Gpt2Weights) {
+    const { n_embd: E, vocab_size: V, n_positions: T } = config;
+    this.wte = tf.tensor2d(w.wte, [V, E]);
+    this.wpe = tf.tensor2d(w.wpe, [T, E]);
+    this.lnFg = tf.tensor1d(w.lnFg);
+    this.lnFb = tf.tensor1d(w.lnFb);
+    this.lmHeadT = tf.tidy(() => tf.transpose(w.lmHead ? tf.tensor2d(w.lmHead, [V, E]) : this.wte) as tf.Tensor2D);
+    this.blocks = w.blocks.map((b) => ({
+      ln1g: tf.tensor1d(b.ln1g),
+      ln1b: tf.tensor1d(b.ln1b),
+      attnW: tf.tensor2d(b.attnW, [E, 3 * E]),
+      attnB: tf.tensor1d(b.attnB),
+      projW: tf.tensor2d(b.projW, [E, E]),
+      projB: tf.tensor1d(b.projB),
+      ln2g: tf.tensor1d(b.ln2g),
+      ln2b: tf.tensor1d(b.ln2b),
+      fcW: tf.tensor2d(b.fcW, [E, 4 * E]),
+      fcB: tf.tensor1d(b.fcB),
+      fcProjW: tf.tensor2d(b.fcProjW, [4 * E, E]),
+      fcProjB: tf.tensor1d(b.fcProjB),
+    }));
+  }
+
+  get bytes(): number {
+    let n = this.wte.size + this.wpe.size + this.lmHeadT.size + this.lnFg.size * 2;
+    for (const b of this.blocks) for (const t of Object.values(b)) n += (t as tf.Tensor).size;
+    return n * 4;
+  }
+
+  dispose(): void {
+    tf.dispose([this.wte, this.wpe, this.lnFg, this.lnFb, this.lmHeadT]);
+    for (const b of this.blocks) tf.dispose(Object.values(b));
+  }
+}
+
+// ---- parts -------------------------------------------------------------------------------------
+
+function layerNorm(x: tf.Tensor, g: tf.Tensor1D, b: tf.Tensor1D, eps: number): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), g), b);
+}
+
+/** GPT-2's tanh approximation of GELU ("gelu_new"). */
+function gelu(x: tf.Tensor): tf.Tensor {
+  const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+}
+
+/** x [M, in] @ w [in, out] + b: the only matmul shape that hits the fast (XNNPACK) path on wasm. */
+function linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  return tf.add(tf.matMul(x, w), b);
+}
+
+function mlp(x: tf.Tensor2D, blk: DeviceBlock): tf.Tensor2D {
+  return linear(gelu(linear(x, blk.fcW, blk.fcB)) as tf.Tensor2D, blk.fcProjW, blk.fcProjB);
+}
+
+/** Token plus position embeddings for ids and positions of the same shape. */
+function embed(w: DeviceWeights, ids: tf.Tensor, pos: tf.Tensor): tf.Tensor {
+  return tf.add(tf.gather(w.wte, ids), tf.gather(w.wpe, pos));
+}
+
+// ---- prefill -----------------------------------------------------------------------------------
+
+/**
+ * The whole prompt at once. ids, pos: [R, P] int32 (left padded, positions from the mask);
+ * keyBias: [R, 1, P, P] additive mask (0 where a query may attend a key: causal and not padding).
+ * Writes keys and values into cache positions [0, P) and returns the last position's logits [R, V].
+ */
+export function prefill(w: DeviceWeights, cache: KvCache, ids: tf.Tensor2D, pos: tf.Tensor2D, keyBias: tf.Tensor4D): tf.Tensor2D {
+  const { n_embd: E, n_head: H, layer_norm_epsilon: eps } = w.config;
+  const [R, P] = ids.shape;
+  const D = E / H;
+  let h = tf.reshape(embed(w, ids, pos), [R * P, E]) as tf.Tensor2D;
+  w.blocks.forEach((blk, layer) => {
+    const qkv = linear(layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D, blk.attnW, blk.attnB);
+    // [R*P, 3E] -> three [R, H, P, D]
+    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [R, P, H, D]), [0, 2, 1, 3]);
+    const [q, k, v] = tf.split(qkv, 3, 1).map(heads) as tf.Tensor4D[];
+    cache.writePrefill(layer, k, v);
+    const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(D)), keyBias);
+    const att = tf.matMul(tf.softmax(scores), v); // [R, H, P, D]
+    const merged = tf.reshape(tf.transpose(att, [0, 2, 1, 3]), [R * P, E]) as tf.Tensor2D;
+    h = tf.add(h, linear(merged, blk.projW, blk.projB));
+    h = tf.add(h, mlp(layerNorm(h, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk));
+  });
+  const last = tf.reshape(tf.slice(tf.reshape(h, [R, P, E]), [0, P - 1, 0], [R, 1, E]), [R, E]) as tf.Tensor2D;
+  return tf.matMul(layerNorm(last, w.lnFg, w.lnFb, eps) as tf.Tensor2D, w.lmHeadT);
+}
+
+// ---- one decode step ---------------------------------------------------------------------------
+
+/**
+ * One new token per row. ids, pos: [R] int32; slot: the cache position this step writes (the same for
+ * every row, as prompts are left padded to one length); keyBias: [R, 1, T] additive mask over all
+ * cache positions. Attention is written as broadcast multiply and sum, not batched matmul: on wasm a
+ * batched matmul takes a slow scalar path, and at one query per row the two cost the same flops.
+ * The value cache is stored transposed ([R, H, D, T]) so that both sums run over the last axis.
+ */
+export function decodeStep(w: DeviceWeights, cache: KvCache, ids: tf.Tensor1D, pos: tf.Tensor1D, slot: number, keyBias: tf.Tensor3D): tf.Tensor2D {
+  const { n_embd: E, n_head: H, layer_norm_epsilon: eps } = w.config;
+  const R = ids.shape[0];
+  const D = E / H;
+  let h = embed(w, ids, pos) as tf.Tensor2D; // [R, E]
+  w.blocks.forEach((blk, layer) => {
+    const qkv = linear(layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D, blk.attnW, blk.attnB);
+    const [q, k, v] = tf.split(qkv, 3, 1);
+    cache.writeStep(layer, slot, k, v);
+    const { k: kc, vt } = cache.layer(layer); // [R, H, T, D], [R, H, D, T]
+    const q4 = tf.reshape(q, [R, H, 1, D]);
+    const scores = tf.add(tf.mul(tf.sum(tf.mul(q4, kc), -1), 1 / Math.sqrt(D)), keyBias); // [R, H, T]
+    const probs = tf.reshape(tf.softmax(scores), [R, H, 1, -1]);
+    const att = tf.reshape(tf.sum(tf.mul(probs, vt), -1), [R, E]) as tf.Tensor2D; // [R, H, D] -> [R, E]
+    h = tf.add(h, linear(att, blk.projW, blk.projB));
+    h = tf.add(h, mlp(layerNorm(h, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk));
+  });
+  return tf.matMul(layerNorm(h, w.lnFg, w.lnFb, eps) as tf.Tensor2D, w.lmHeadT);
+}

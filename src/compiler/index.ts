@@ -1,0 +1,106 @@
+/**
+ * The compiler's public face: load a model folder onto the device, compile variants, and run rows
+ * in-process (what `batchgen generate` and the tests use; workers use VariantCache directly).
+ */
+import { basename, resolve } from 'node:path';
+import { initBackend, tf } from './backend.js';
+import { VariantCache } from './cache.js';
+import type { CompiledVariant } from './compile.js';
+import { DeviceWeights } from './gpt2.js';
+import { readModelFolder } from './model-folder.js';
+import type { ModelFolder, RowRequest, RowResult } from './types.js';
+import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
+import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js';
+import { BatchgenError } from '../shared/errors.js';
+import type { GenerationDefaults } from '../shared/params.js';
+
+export { initBackend, tf } from './backend.js';
+export type { BackendName } from './backend.js';
+export { VariantCache } from './cache.js';
+export type { VariantCacheOptions, VariantCacheStats } from './cache.js';
+export { CompiledVariant } from './compile.js';
+export { retraces, recentRetraces } from './shape-tracker.js';
+export { makeModel } from './make-model.js';
+export { readModelFolder } from './model-folder.js';
+export type * from './types.js';
+
+/** Model names are also queue-name parts: letters, digits, '.', '_' and '-' only. */
+export const MODEL_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** A model folder whose weights are on the device. */
+export class LoadedModel {
+  private constructor(
+    readonly name: string,
+    readonly folder: ModelFolder,
+    readonly weights: DeviceWeights,
+  ) {}
+
+  static async load(dir: string, name = basename(resolve(dir))): Promise<LoadedModel> {
+    if (!MODEL_NAME.test(name)) {
+      throw new BatchgenError('invalid_request', `model name "${name}": use letters, digits, '.', '_' or '-' (at most 64)`);
+    }
+    await initBackend();
+    const folder = await readModelFolder(dir);
+    return new LoadedModel(name, folder, new DeviceWeights(folder.config, folder.weights));
+  }
+
+  get defaults(): GenerationDefaults {
+    return this.folder.defaults;
+  }
+
+  get contextLength(): number {
+    return this.folder.config.n_positions;
+  }
+
+  dispose(): void {
+    this.weights.dispose();
+  }
+}
+
+export function loadModel(dir: string, name?: string): Promise<LoadedModel> {
+  return LoadedModel.load(dir, name);
+}
+
+export const DEFAULT_BATCH_SIZES = [1, 2, 4, 8];
+
+/** The smallest allowed batch size ≥ n (the largest if none is). */
+export function batchSizeFor(n: number, sizes: number[]): number {
+  const sorted = [...sizes].sort((a, b) => a - b);
+  return sorted.find((s) => s >= n) ?? sorted[sorted.length - 1];
+}
+
+export interface GenerateRowsOptions {
+  policy?: BucketPolicy;
+  batchSizes?: number[];
+  cache?: VariantCache;
+}
+
+let defaultCache: VariantCache | null = null;
+
+/**
+ * Runs rows in-process: groups them by compile key, splits each group into batches of the allowed
+ * sizes, and returns results in the input order.
+ */
+export async function generateRows(model: LoadedModel, rows: RowRequest[], opts: GenerateRowsOptions = {}): Promise<RowResult[]> {
+  const policy = opts.policy ?? DEFAULT_BUCKET_POLICY;
+  const sizes = opts.batchSizes ?? DEFAULT_BATCH_SIZES;
+  const cache = opts.cache ?? (defaultCache ??= new VariantCache());
+  const groups = new Map<string, { key: CompileKey; idx: number[] }>();
+  rows.forEach((r, i) => {
+    const key = compileKeyFor(model.name, r.promptIds.length, r.params, model.contextLength, policy);
+    const id = keyId(key);
+    if (!groups.has(id)) groups.set(id, { key, idx: [] });
+    groups.get(id)!.idx.push(i);
+  });
+  const out = new Array<RowResult>(rows.length);
+  const maxB = Math.max(...sizes);
+  for (const { key, idx } of groups.values()) {
+    for (let s = 0; s < idx.length; s += maxB) {
+      const chunk = idx.slice(s, s + maxB);
+      const variant: CompiledVariant = await cache.get(model, key, batchSizeFor(chunk.length, sizes));
+      const res = await variant.run(chunk.map((i) => rows[i]));
+      chunk.forEach((i, j) => (out[i] = res[j]));
+    }
+  }
+  return out;
+}
