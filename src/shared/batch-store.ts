@@ -1,0 +1,419 @@
+/**
+ * Batch runs in Redis: one record per batch (status, counts, timestamps, settings) and, beside it,
+ * the batch's items, results and errors. Results live here, not in BullMQ's job hashes (which are
+ * removed when a job finishes), so Redis memory stays bounded by the retention setting.
+ *
+ * Every write that changes counts is one Lua script, so counts stay exact however many times a job
+ * is delivered: a custom_id gets at most one result or one error, and is counted once.
+ *
+ * Status: `validating` (a submit is adding requests) → `in_progress` → `completed` (every counted
+ * request has a result or an error) or `failed` (no request could be accepted); a cancel moves
+ * `validating`/`in_progress` to `cancelling`, then `cancelled` once the running requests are done.
+ * A finished batch's keys expire after `retention_s`.
+ */
+import type { Redis } from 'ioredis';
+import { BatchgenError } from './errors.js';
+import type { BatchKeys, Keyspace } from './keys.js';
+import type { BatchStatus, ErrorRecord, ResultRecord } from './schemas.js';
+
+/** Default retention of a finished batch: 7 days. */
+export const DEFAULT_RETENTION_S = 7 * 24 * 3600;
+
+export interface BatchRecord {
+  id: string;
+  status: BatchStatus;
+  /** ms since the epoch */
+  created_at: number;
+  in_progress_at: number | null;
+  completed_at: number | null;
+  cancelling_at: number | null;
+  cancelled_at: number | null;
+  failed_at: number | null;
+  /** when the batch's keys expire (ms), once it is finished */
+  expires_at: number | null;
+  retention_s: number;
+  /** where the requests came from (a file name), for people */
+  input: string;
+  counts: {
+    /** counted requests: lines that are JSON objects with a custom_id, once each */
+    total: number;
+    completed: number;
+    failed: number;
+    /** requests removed by a cancel before they ran */
+    cancelled: number;
+    /** lines that are not requests (bad JSON, no custom_id, a repeated custom_id): not in total */
+    rejected: number;
+  };
+}
+
+/** An item of a batch: where its request came from and which queue it went to. */
+export interface BatchItem {
+  line: number;
+  /** compile key id, or null for a request that failed validation */
+  key: string | null;
+}
+
+export type RegisterEntry =
+  | { custom_id: string; item: BatchItem; kind: 'queue' }
+  | { custom_id: string; item: BatchItem; kind: 'error'; error: ErrorRecord };
+
+// ---- Lua ---------------------------------------------------------------------------------------
+// KEYS, always: 1 record, 2 items, 3 results, 4 errors, 5 rejects, 6 cancelled, 7 order
+
+const FINALIZE = `
+local function num(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0 end
+local function expireAll(now)
+  local ret = num('retention_s')
+  if ret > 0 then
+    for i = 1, 7 do redis.call('EXPIRE', KEYS[i], ret) end
+    redis.call('HSET', KEYS[1], 'expires_at', now + ret * 1000)
+  end
+end
+local function finalize(now)
+  local st = redis.call('HGET', KEYS[1], 'status')
+  local total, done = num('total'), num('completed') + num('failed')
+  if st == 'in_progress' and done >= total then
+    if total == 0 then
+      redis.call('HSET', KEYS[1], 'status', 'failed', 'failed_at', now)
+    else
+      redis.call('HSET', KEYS[1], 'status', 'completed')
+      if not redis.call('HGET', KEYS[1], 'completed_at') then redis.call('HSET', KEYS[1], 'completed_at', now) end
+    end
+    expireAll(now)
+  elseif st == 'cancelling' and done + num('cancelled') >= total then
+    redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancelled_at', now)
+    expireAll(now)
+  end
+  return redis.call('HGET', KEYS[1], 'status')
+end
+`;
+
+/** ARGV: id, now, retention_s, input. Creates the record or readies it for a resubmission. */
+const BEGIN = `${FINALIZE}
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'cancelling' or st == 'cancelled' then return st end
+if not st then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_at', ARGV[2], 'retention_s', ARGV[3], 'input', ARGV[4],
+    'total', 0, 'completed', 0, 'failed', 0, 'cancelled', 0, 'rejected', 0)
+end
+redis.call('HSET', KEYS[1], 'status', 'validating')
+for i = 1, 7 do redis.call('PERSIST', KEYS[i]) end
+redis.call('HDEL', KEYS[1], 'expires_at')
+return 'validating'
+`;
+
+/**
+ * ARGV: now, then per entry: custom_id, item JSON, kind ('q' | 'e'), error JSON (or '').
+ * Returns per entry 1 when its job must be (re)enqueued: a 'q' entry without a result or error yet.
+ */
+const REGISTER = `${FINALIZE}
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'validating' then return redis.error_reply('BATCH_NOT_VALIDATING ' .. tostring(st)) end
+local out = {}
+local added = 0
+local n = (#ARGV - 1) / 4
+for i = 0, n - 1 do
+  local cid, item, kind, err = ARGV[2 + i * 4], ARGV[3 + i * 4], ARGV[4 + i * 4], ARGV[5 + i * 4]
+  if redis.call('HSETNX', KEYS[2], cid, item) == 1 then added = added + 1 end
+  local done = redis.call('HEXISTS', KEYS[3], cid) == 1 or redis.call('HEXISTS', KEYS[4], cid) == 1
+  if kind == 'e' then
+    if not done then
+      redis.call('HSET', KEYS[4], cid, err)
+      redis.call('HINCRBY', KEYS[1], 'failed', 1)
+    end
+    out[i + 1] = 0
+  elseif done or redis.call('SISMEMBER', KEYS[6], cid) == 1 then
+    out[i + 1] = 0
+  else
+    out[i + 1] = 1
+  end
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[1], 'total', added)
+  redis.call('HDEL', KEYS[1], 'completed_at')
+end
+return out
+`;
+
+/** ARGV: now, then pairs line, error JSON. Lines that are not requests: kept, not counted. */
+const REJECT = `
+local n = (#ARGV - 1) / 2
+for i = 0, n - 1 do redis.call('HSET', KEYS[5], ARGV[2 + i * 2], ARGV[3 + i * 2]) end
+redis.call('HSET', KEYS[1], 'rejected', redis.call('HLEN', KEYS[5]))
+return n
+`;
+
+/** ARGV: now. Submission done: in_progress (unless cancelled meanwhile), then finalize. */
+const END_SUBMIT = `${FINALIZE}
+local now = tonumber(ARGV[1])
+local st = redis.call('HGET', KEYS[1], 'status')
+if st == 'validating' then
+  redis.call('HSET', KEYS[1], 'status', 'in_progress')
+  if not redis.call('HGET', KEYS[1], 'in_progress_at') then redis.call('HSET', KEYS[1], 'in_progress_at', now) end
+end
+return finalize(now)
+`;
+
+/**
+ * ARGV: now, custom_id, record JSON, which ('r' result | 'e' error).
+ * Returns 1 when written, 0 when the custom_id already had a result or an error, -1 for an unknown batch.
+ */
+const SETTLE = `${FINALIZE}
+local now, cid, rec, which = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[3], cid) == 1 or redis.call('HEXISTS', KEYS[4], cid) == 1 then return 0 end
+if which == 'r' then
+  redis.call('HSET', KEYS[3], cid, rec)
+  redis.call('RPUSH', KEYS[7], cid)
+  redis.call('HINCRBY', KEYS[1], 'completed', 1)
+else
+  redis.call('HSET', KEYS[4], cid, rec)
+  redis.call('HINCRBY', KEYS[1], 'failed', 1)
+end
+if redis.call('SREM', KEYS[6], cid) == 1 then redis.call('HINCRBY', KEYS[1], 'cancelled', -1) end
+finalize(now)
+return 1
+`;
+
+/** ARGV: now. validating / in_progress → cancelling. Returns the status. */
+const CANCEL = `${FINALIZE}
+local now = tonumber(ARGV[1])
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return nil end
+if st == 'validating' or st == 'in_progress' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelling', 'cancelling_at', now)
+  for i = 1, 7 do redis.call('PERSIST', KEYS[i]) end
+end
+return redis.call('HGET', KEYS[1], 'status')
+`;
+
+/** ARGV: now, custom_ids... whose jobs a cancel removed. Returns how many were newly counted. */
+const CANCEL_ITEMS = `${FINALIZE}
+local now = tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  local cid = ARGV[i]
+  if redis.call('HEXISTS', KEYS[3], cid) == 0 and redis.call('HEXISTS', KEYS[4], cid) == 0 then
+    if redis.call('SADD', KEYS[6], cid) == 1 then n = n + 1 end
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[1], 'cancelled', n) end
+finalize(now)
+return n
+`;
+
+/** ARGV: now. */
+const FINALIZE_NOW = `${FINALIZE}
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+return finalize(tonumber(ARGV[1]))
+`;
+
+const SCRIPTS = {
+  bgBegin: BEGIN,
+  bgRegister: REGISTER,
+  bgReject: REJECT,
+  bgEndSubmit: END_SUBMIT,
+  bgSettle: SETTLE,
+  bgCancel: CANCEL,
+  bgCancelItems: CANCEL_ITEMS,
+  bgFinalize: FINALIZE_NOW,
+} as const;
+type ScriptName = keyof typeof SCRIPTS;
+type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
+
+function ensureScripts(redis: Redis): void {
+  const r = redis as unknown as Record<string, unknown>;
+  for (const [name, lua] of Object.entries(SCRIPTS)) {
+    if (typeof r[name] !== 'function') redis.defineCommand(name, { numberOfKeys: 7, lua });
+  }
+}
+
+function keyList(k: BatchKeys): string[] {
+  return [k.record, k.items, k.results, k.errors, k.rejects, k.cancelled, k.order];
+}
+
+function numOrNull(v: string | undefined): number | null {
+  return v === undefined || v === '' ? null : Number(v);
+}
+
+export class BatchStore {
+  constructor(
+    readonly redis: Redis,
+    readonly keys: Keyspace,
+  ) {
+    ensureScripts(redis);
+  }
+
+  private run(name: ScriptName, batchId: string, ...argv: (string | number)[]): Promise<unknown> {
+    const fn = (this.redis as unknown as Record<string, ScriptFn>)[name];
+    return fn.call(this.redis, ...keyList(this.keys.batch(batchId)), ...argv);
+  }
+
+  /** Starts (or restarts, for a resubmission) the submission of a batch. Refuses a cancelled batch. */
+  async begin(batchId: string, opts: { retentionS?: number; input?: string } = {}): Promise<void> {
+    const st = (await this.run('bgBegin', batchId, batchId, Date.now(), opts.retentionS ?? DEFAULT_RETENTION_S, opts.input ?? '')) as string;
+    if (st !== 'validating') {
+      throw new BatchgenError('cancelled', `batch ${batchId} is ${st}: it cannot take requests again (use another batch id)`);
+    }
+    await this.redis.zadd(this.keys.batches(), 'NX', Date.now(), batchId);
+  }
+
+  /**
+   * Registers requests (counted once per custom_id) and the errors of those that failed validation.
+   * Returns, per entry, whether its job must be enqueued (a queued entry with no result or error yet).
+   */
+  async register(batchId: string, entries: RegisterEntry[]): Promise<boolean[]> {
+    if (entries.length === 0) return [];
+    const argv: (string | number)[] = [Date.now()];
+    for (const e of entries) {
+      argv.push(e.custom_id, JSON.stringify(e.item), e.kind === 'queue' ? 'q' : 'e', e.kind === 'error' ? JSON.stringify(e.error) : '');
+    }
+    try {
+      const out = (await this.run('bgRegister', batchId, ...argv)) as number[];
+      return out.map((x) => x === 1);
+    } catch (e) {
+      const m = /BATCH_NOT_VALIDATING (\S+)/.exec((e as Error).message);
+      if (m) throw new BatchgenError('cancelled', `batch ${batchId} is ${m[1]}: submission stopped`);
+      throw e;
+    }
+  }
+
+  /** Records lines that are not requests (not counted in total). */
+  async reject(batchId: string, errors: ErrorRecord[]): Promise<void> {
+    if (errors.length === 0) return;
+    const argv: (string | number)[] = [Date.now()];
+    for (const e of errors) argv.push(String(e.line ?? 0), JSON.stringify(e));
+    await this.run('bgReject', batchId, ...argv);
+  }
+
+  /** Ends a submission: the batch is in progress (or already finished). Returns the status. */
+  async endSubmit(batchId: string): Promise<BatchStatus> {
+    return (await this.run('bgEndSubmit', batchId, Date.now())) as BatchStatus;
+  }
+
+  /** Writes a result once. 1 written, 0 already settled (a second delivery), -1 unknown batch. */
+  async writeResult(batchId: string, r: ResultRecord): Promise<number> {
+    return (await this.run('bgSettle', batchId, Date.now(), r.custom_id, JSON.stringify(r), 'r')) as number;
+  }
+
+  /** Writes an error once (same return values as writeResult). */
+  async writeError(batchId: string, e: ErrorRecord & { custom_id: string }): Promise<number> {
+    return (await this.run('bgSettle', batchId, Date.now(), e.custom_id, JSON.stringify(e), 'e')) as number;
+  }
+
+  /** Moves the batch to cancelling (when it is not finished). Returns the status, or null for an unknown batch. */
+  async requestCancel(batchId: string): Promise<BatchStatus | null> {
+    return (await this.run('bgCancel', batchId, Date.now())) as BatchStatus | null;
+  }
+
+  /** Counts requests whose jobs a cancel removed. */
+  async markCancelled(batchId: string, customIds: string[]): Promise<number> {
+    if (customIds.length === 0) return 0;
+    return (await this.run('bgCancelItems', batchId, Date.now(), ...customIds)) as number;
+  }
+
+  /** Re-evaluates the status from the counts. */
+  async finalize(batchId: string): Promise<BatchStatus | null> {
+    return (await this.run('bgFinalize', batchId, Date.now())) as BatchStatus | null;
+  }
+
+  async get(batchId: string): Promise<BatchRecord | null> {
+    const h = await this.redis.hgetall(this.keys.batch(batchId).record);
+    if (!h || !h.status) return null;
+    return {
+      id: h.id ?? batchId,
+      status: h.status as BatchStatus,
+      created_at: Number(h.created_at),
+      in_progress_at: numOrNull(h.in_progress_at),
+      completed_at: numOrNull(h.completed_at),
+      cancelling_at: numOrNull(h.cancelling_at),
+      cancelled_at: numOrNull(h.cancelled_at),
+      failed_at: numOrNull(h.failed_at),
+      expires_at: numOrNull(h.expires_at),
+      retention_s: Number(h.retention_s ?? DEFAULT_RETENTION_S),
+      input: h.input ?? '',
+      counts: {
+        total: Number(h.total ?? 0),
+        completed: Number(h.completed ?? 0),
+        failed: Number(h.failed ?? 0),
+        cancelled: Number(h.cancelled ?? 0),
+        rejected: Number(h.rejected ?? 0),
+      },
+    };
+  }
+
+  /** The statuses of several batches in one round trip (null for unknown ones). */
+  async statuses(batchIds: string[]): Promise<(BatchStatus | null)[]> {
+    if (batchIds.length === 0) return [];
+    const p = this.redis.pipeline();
+    for (const id of batchIds) p.hget(this.keys.batch(id).record, 'status');
+    const out = (await p.exec()) ?? [];
+    return out.map(([err, v]) => (err ? null : ((v as BatchStatus | null) ?? null)));
+  }
+
+  /** Items of a batch (custom_id → item), in chunks, for cancel. */
+  async *items(batchId: string): AsyncGenerator<[string, BatchItem][]> {
+    const key = this.keys.batch(batchId).items;
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.redis.hscan(key, cursor, 'COUNT', 500);
+      cursor = next;
+      const chunk: [string, BatchItem][] = [];
+      for (let i = 0; i < flat.length; i += 2) chunk.push([flat[i], JSON.parse(flat[i + 1]) as BatchItem]);
+      if (chunk.length) yield chunk;
+    } while (cursor !== '0');
+  }
+
+  /** Which of these custom_ids already have a result or an error. */
+  async settled(batchId: string, customIds: string[]): Promise<boolean[]> {
+    if (customIds.length === 0) return [];
+    const k = this.keys.batch(batchId);
+    const p = this.redis.pipeline();
+    for (const cid of customIds) {
+      p.hexists(k.results, cid);
+      p.hexists(k.errors, cid);
+    }
+    const out = (await p.exec()) ?? [];
+    return customIds.map((_, i) => out[2 * i]?.[1] === 1 || out[2 * i + 1]?.[1] === 1);
+  }
+
+  /** Results in completion order, from `offset` on, in chunks. */
+  async *results(batchId: string, offset = 0, chunkSize = 500): AsyncGenerator<ResultRecord[]> {
+    const k = this.keys.batch(batchId);
+    let at = offset;
+    for (;;) {
+      const ids = await this.redis.lrange(k.order, at, at + chunkSize - 1);
+      if (ids.length === 0) return;
+      const vals = await this.redis.hmget(k.results, ...ids);
+      yield vals.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as ResultRecord);
+      at += ids.length;
+      if (ids.length < chunkSize) return;
+    }
+  }
+
+  /** Every error of a batch (failed requests and rejected lines), by line. */
+  async errors(batchId: string): Promise<ErrorRecord[]> {
+    const k = this.keys.batch(batchId);
+    const [errs, rejects] = await Promise.all([this.redis.hvals(k.errors), this.redis.hvals(k.rejects)]);
+    const all = [...errs, ...rejects].map((v) => JSON.parse(v) as ErrorRecord);
+    return all.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  }
+
+  /** One request's result or error, if settled. */
+  async settlement(batchId: string, customId: string): Promise<{ result: ResultRecord } | { error: ErrorRecord } | null> {
+    const k = this.keys.batch(batchId);
+    const [r, e] = await this.redis.pipeline().hget(k.results, customId).hget(k.errors, customId).exec().then((o) => (o ?? []).map(([, v]) => v as string | null));
+    if (r) return { result: JSON.parse(r) as ResultRecord };
+    if (e) return { error: JSON.parse(e) as ErrorRecord };
+    return null;
+  }
+
+  /** Batch ids, newest first (ids whose records expired are dropped from the index). */
+  async list(limit = 100): Promise<string[]> {
+    const ids = await this.redis.zrevrange(this.keys.batches(), 0, limit - 1);
+    const st = await this.statuses(ids);
+    const gone = ids.filter((_, i) => st[i] === null);
+    if (gone.length) await this.redis.zrem(this.keys.batches(), ...gone);
+    return ids.filter((_, i) => st[i] !== null);
+  }
+}

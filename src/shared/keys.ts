@@ -1,0 +1,167 @@
+/**
+ * Every queue and Redis key name batchgen uses, built in this one module.
+ *
+ * The queue of a compile key is `<prefix>:gen:<model>:p<P>:n<N>:<strategy>` (readable by people and
+ * by KEDA: its waiting list is that name plus `:wait`). BullMQ refuses ':' in a queue name, so the
+ * name is split at its last ':' into BullMQ's `prefix` (`<prefix>:gen:<model>:p<P>:n<N>`) and queue
+ * name (`<strategy>`); BullMQ joins them back into exactly the name above.
+ *
+ * With `hashTag: true` the prefix is written `{prefix}`: every key then hashes to one Redis Cluster
+ * slot, as BullMQ's Lua scripts and ours need.
+ */
+import { BatchgenError } from './errors.js';
+import { parseKeyId, keyId, type CompileKey } from './compile-key.js';
+
+export interface KeyspaceOptions {
+  /** The first part of every key. Default `batchgen` (or `BATCHGEN_PREFIX`). */
+  prefix?: string;
+  /** Wrap the prefix in a Redis Cluster hash tag, `{prefix}`. Default false. */
+  hashTag?: boolean;
+}
+
+/** How BullMQ is told about one key's queue. */
+export interface QueueRef {
+  /** The full queue name, `<prefix>:gen:<model>:p<P>:n<N>:<strategy>`. */
+  name: string;
+  /** BullMQ's `prefix` option. */
+  bullPrefix: string;
+  /** BullMQ's queue name. */
+  bullName: string;
+  /** BullMQ's list of waiting jobs (what KEDA's Redis scaler reads). */
+  waitList: string;
+  /** BullMQ's sorted set of delayed jobs (retries waiting for their backoff). */
+  delayedSet: string;
+  /** BullMQ's list of jobs being processed. */
+  activeList: string;
+}
+
+/** The Redis keys of one batch run. */
+export interface BatchKeys {
+  /** hash: status, counts, timestamps, settings */
+  record: string;
+  /** hash: custom_id → item (line, queue) for every accepted request */
+  items: string;
+  /** hash: custom_id → result record (one per custom_id, whatever the deliveries) */
+  results: string;
+  /** hash: custom_id → error record of a request that failed (validation or generation) */
+  errors: string;
+  /** hash: line → error record of a line that is not a request (bad JSON, no custom_id, duplicate) */
+  rejects: string;
+  /** set: custom_ids removed by a cancel before they ran */
+  cancelled: string;
+  /** list: custom_ids in completion order */
+  order: string;
+}
+
+const PREFIX_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+const HASH_TAGGED_RE = /^\{[A-Za-z0-9_.:-]{1,64}\}$/;
+/** Model names: no ':' (it separates the parts of a queue name), no '/' or leading '.' (never a path). */
+export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** Batch ids: no ':' and no '/' (they build job ids and key names). */
+export const BATCH_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+export function checkModelName(name: string): string {
+  if (!MODEL_NAME_RE.test(name)) {
+    throw new BatchgenError('invalid_request', `model name "${name}": expected letters, digits, '.', '_' or '-' (at most 64, not starting with '.'), never a path`);
+  }
+  return name;
+}
+
+export function checkBatchId(id: string): string {
+  if (!BATCH_ID_RE.test(id)) {
+    throw new BatchgenError('invalid_request', `batch id "${id}": expected letters, digits, '.', '_' or '-' (at most 128)`);
+  }
+  return id;
+}
+
+/**
+ * The job id of one request: `<batchId>/<customId>`. (DESIGN.md writes `<batchId>:<customId>`;
+ * BullMQ refuses ':' in custom job ids, hence '/'.) '%' and ':' inside the custom_id are
+ * percent-encoded, so the id is unambiguous and BullMQ accepts any custom_id.
+ */
+export function jobIdOf(batchId: string, customId: string): string {
+  return `${batchId}/${customId.replace(/%/g, '%25').replace(/:/g, '%3A')}`;
+}
+
+/** The inverse of jobIdOf. */
+export function parseJobId(jobId: string): { batchId: string; customId: string } {
+  const i = jobId.indexOf('/');
+  if (i < 1) throw new BatchgenError('invalid_payload', `job id "${jobId}": expected <batchId>/<customId>`);
+  return { batchId: jobId.slice(0, i), customId: jobId.slice(i + 1).replace(/%3A/g, ':').replace(/%25/g, '%') };
+}
+
+export class Keyspace {
+  /** The prefix as written in keys (with its braces when hash-tagged). */
+  readonly prefix: string;
+
+  constructor(opts: KeyspaceOptions = {}) {
+    const raw = opts.prefix ?? process.env.BATCHGEN_PREFIX ?? 'batchgen';
+    if (!PREFIX_RE.test(raw) && !HASH_TAGGED_RE.test(raw)) {
+      throw new BatchgenError('invalid_request', `key prefix "${raw}": expected 1 to 64 of letters, digits, '_', '.', ':' or '-', optionally in {braces}`);
+    }
+    this.prefix = opts.hashTag && !HASH_TAGGED_RE.test(raw) ? `{${raw}}` : raw;
+  }
+
+  /** The queue of a compile key. */
+  queue(key: CompileKey | string): QueueRef {
+    const k = typeof key === 'string' ? parseKeyId(key) : key;
+    checkModelName(k.model);
+    const bullPrefix = `${this.prefix}:gen:${k.model}:p${k.P}:n${k.N}`;
+    const name = `${bullPrefix}:${k.strategy}`;
+    return {
+      name,
+      bullPrefix,
+      bullName: k.strategy,
+      waitList: `${name}:wait`,
+      delayedSet: `${name}:delayed`,
+      activeList: `${name}:active`,
+    };
+  }
+
+  /** The compile key of a queue name built by queue() (null when the name is not one). */
+  keyOfQueue(name: string): CompileKey | null {
+    const head = `${this.prefix}:gen:`;
+    if (!name.startsWith(head)) return null;
+    try {
+      return parseKeyId(name.slice(head.length));
+    } catch {
+      return null;
+    }
+  }
+
+  /** hash: compile key id (`model:pP:nN:strategy`) → JSON {model, P, N, strategy, updated_at}: the keys that have had work. */
+  registry(): string {
+    return `${this.prefix}:registry`;
+  }
+
+  /** sorted set: batch id → created_at (ms) of every batch run still kept. */
+  batches(): string {
+    return `${this.prefix}:batches`;
+  }
+
+  batch(id: string): BatchKeys {
+    checkBatchId(id);
+    const b = `${this.prefix}:batch:${id}`;
+    return {
+      record: b,
+      items: `${b}:items`,
+      results: `${b}:results`,
+      errors: `${b}:errors`,
+      rejects: `${b}:rejects`,
+      cancelled: `${b}:cancelled`,
+      order: `${b}:order`,
+    };
+  }
+
+  /** hash with a TTL: one worker's heartbeat (keys held, compiles, retraces, counters). */
+  worker(id: string): string {
+    return `${this.prefix}:worker:${id}`;
+  }
+
+  /** A pattern matching every worker heartbeat (for SCAN). */
+  workersPattern(): string {
+    return `${this.prefix}:worker:*`;
+  }
+}
+
+export { keyId };

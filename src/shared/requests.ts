@@ -1,0 +1,138 @@
+/**
+ * Request lines in, GenerationRequests out: the native form as it is, the OpenAI `/v1/completions`
+ * form mapped with OpenAI's meaning. A parameter the engine cannot honour is an error for its line,
+ * never silently dropped or changed.
+ */
+import { BatchgenError, type ErrorCode } from './errors.js';
+import type { GenerationParams } from './params.js';
+import {
+  NativeRequest,
+  OpenAICompletionBody,
+  OpenAIRequestLine,
+  describeZodError,
+  zodErrorCode,
+  type ErrorRecord,
+  type GenerationRequest,
+} from './schemas.js';
+
+export const OPENAI_COMPLETIONS_URL = '/v1/completions';
+/** OpenAI's default max_tokens for /v1/completions. */
+export const OPENAI_DEFAULT_MAX_TOKENS = 16;
+
+/**
+ * Maps an OpenAI completion body to generation parameters:
+ * - `max_tokens` (default 16) → `max_new_tokens`;
+ * - `temperature` (default 1): 0 means greedy, above 0 sampling at that temperature;
+ * - `top_p` → `top_p`, `seed` → `seed`, `stop` → stop strings (each must be a single token);
+ * - `n` and `best_of`: only 1; `stream`, `echo`, `logprobs`, `suffix`, `logit_bias`,
+ *   `presence_penalty`, `frequency_penalty`: only at their neutral values. Anything else is an error.
+ */
+export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequest['prompt']; params: GenerationParams; stop_strings: string[] } {
+  const unsupported = (name: string, value: unknown, why: string): never => {
+    throw new BatchgenError('unsupported_parameter', `${name}=${JSON.stringify(value)}: ${why}`);
+  };
+  if (body.n != null && body.n !== 1) unsupported('n', body.n, 'only n=1 is supported (one completion per request line; send one line per completion)');
+  if (body.best_of != null && body.best_of !== 1) unsupported('best_of', body.best_of, 'only best_of=1 is supported');
+  if (body.stream) unsupported('stream', body.stream, 'a batch request cannot stream');
+  if (body.stream_options != null) unsupported('stream_options', body.stream_options, 'a batch request cannot stream');
+  if (body.echo) unsupported('echo', body.echo, 'echoing the prompt is not supported');
+  if (body.logprobs != null) unsupported('logprobs', body.logprobs, 'log probabilities are not returned');
+  if (body.suffix != null && body.suffix !== '') unsupported('suffix', body.suffix, 'insertion (suffix) is not supported');
+  if (body.logit_bias != null && Object.keys(body.logit_bias).length > 0) unsupported('logit_bias', body.logit_bias, 'logit bias is not supported');
+  if (body.presence_penalty != null && body.presence_penalty !== 0) {
+    unsupported('presence_penalty', body.presence_penalty, 'not supported (the native form has repetition_penalty, which is a different penalty)');
+  }
+  if (body.frequency_penalty != null && body.frequency_penalty !== 0) {
+    unsupported('frequency_penalty', body.frequency_penalty, 'not supported (the native form has repetition_penalty, which is a different penalty)');
+  }
+  let prompt = body.prompt;
+  if (Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] === 'string') {
+    if (prompt.length !== 1) unsupported('prompt', `[${prompt.length} prompts]`, 'one prompt per request line');
+    prompt = prompt[0] as string;
+  }
+  const params: GenerationParams = { max_new_tokens: body.max_tokens ?? OPENAI_DEFAULT_MAX_TOKENS };
+  const temperature = body.temperature ?? 1;
+  if (temperature === 0) {
+    params.do_sample = false;
+  } else {
+    params.do_sample = true;
+    params.temperature = temperature;
+  }
+  if (body.top_p != null) params.top_p = body.top_p;
+  if (body.seed != null) params.seed = body.seed;
+  const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+  return { prompt: prompt as GenerationRequest['prompt'], params, stop_strings: stop };
+}
+
+/** The result of reading one line: a request, or the error record of that line. */
+export type ParsedLine =
+  | { ok: true; request: GenerationRequest; line: number }
+  | {
+      ok: false;
+      /**
+       * Whether the line counts as a request of the batch (it has a custom_id and is JSON):
+       * counted lines that fail are `failed` requests; the others are only rejected lines.
+       */
+      counted: boolean;
+      error: ErrorRecord;
+    };
+
+function fail(line: number, customId: string | null, counted: boolean, code: ErrorCode, message: string): ParsedLine {
+  return { ok: false, counted, error: { line, custom_id: customId, error: { code, message } } };
+}
+
+/** Reads an object (already JSON-parsed) in either form. Throws BatchgenError. */
+export function requestFromObject(obj: Record<string, unknown>): GenerationRequest {
+  if ('url' in obj || 'body' in obj || 'method' in obj) {
+    const r = OpenAIRequestLine.safeParse(obj);
+    if (!r.success) throw new BatchgenError(zodErrorCode(r.error), `OpenAI batch line: ${describeZodError(r.error)}`);
+    if (r.data.url !== OPENAI_COMPLETIONS_URL) {
+      throw new BatchgenError('unsupported_parameter', `url "${r.data.url}": only ${OPENAI_COMPLETIONS_URL} is served`);
+    }
+    const b = OpenAICompletionBody.safeParse(r.data.body);
+    if (!b.success) throw new BatchgenError(zodErrorCode(b.error), `body: ${describeZodError(b.error)}`);
+    const mapped = fromOpenAI(b.data);
+    return { custom_id: r.data.custom_id, model: b.data.model, prompt: mapped.prompt, params: mapped.params, stop_strings: mapped.stop_strings, form: 'openai' };
+  }
+  const r = NativeRequest.safeParse(obj);
+  if (!r.success) throw new BatchgenError(zodErrorCode(r.error), describeZodError(r.error));
+  const { custom_id, model, prompt, ...params } = r.data;
+  return { custom_id, model, prompt, params, stop_strings: [], form: 'native' };
+}
+
+/**
+ * Reads one JSONL line (1-based `line`). Not JSON, not an object, or no usable custom_id: a
+ * rejected line, not counted. JSON with a custom_id that fails its schema or the OpenAI rules: a
+ * counted, failed request.
+ */
+export function parseRequestLine(text: string, line: number): ParsedLine {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    return fail(line, null, false, 'invalid_request', `line ${line} is not JSON (${(e as Error).message})`);
+  }
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
+    return fail(line, null, false, 'invalid_request', `line ${line} is not a JSON object`);
+  }
+  const rec = obj as Record<string, unknown>;
+  const cid = rec.custom_id;
+  if (typeof cid !== 'string' || cid.length === 0 || cid.length > 256) {
+    return fail(line, typeof cid === 'string' ? cid : null, false, 'invalid_request', `line ${line}: custom_id must be a string of 1 to 256 characters`);
+  }
+  try {
+    return { ok: true, request: requestFromObject(rec), line };
+  } catch (e) {
+    if (e instanceof BatchgenError) return fail(line, cid, true, e.code, e.message);
+    throw e;
+  }
+}
+
+/** Splits JSONL text into numbered, non-blank lines. */
+export function* jsonlLines(text: string): Generator<{ line: number; text: string }> {
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const t = lines[i].trim();
+    if (t.length > 0) yield { line: i + 1, text: t };
+  }
+}

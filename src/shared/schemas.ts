@@ -1,0 +1,199 @@
+/**
+ * The data that crosses a trust boundary, as zod schemas (one name for a schema and its type):
+ * request lines in both JSONL forms, the job payload that a worker reads back from Redis, and the
+ * result and error records of a batch run.
+ */
+import { z } from 'zod';
+import { BatchgenError, type ErrorCode } from './errors.js';
+import { BATCH_ID_RE, MODEL_NAME_RE } from './keys.js';
+import { GenerationParams, type ResolvedParams } from './params.js';
+
+/** The longest prompt, in tokens, that a request or a payload may carry (far above any GPT-2 context). */
+export const MAX_PROMPT_TOKENS = 8192;
+/** The longest prompt text, in characters. */
+export const MAX_PROMPT_CHARS = 1_000_000;
+
+export const CustomId = z.string().min(1).max(256);
+export type CustomId = z.infer<typeof CustomId>;
+
+export const ModelName = z.string().regex(MODEL_NAME_RE, 'a model name: letters, digits, ".", "_" or "-", never a path');
+export type ModelName = z.infer<typeof ModelName>;
+
+export const BatchId = z.string().regex(BATCH_ID_RE, 'a batch id: letters, digits, ".", "_" or "-"');
+export type BatchId = z.infer<typeof BatchId>;
+
+/** A prompt: text, or token ids already encoded with the model's tokenizer. */
+export const Prompt = z.union([z.string().max(MAX_PROMPT_CHARS), z.array(z.number().int().min(0)).min(1).max(MAX_PROMPT_TOKENS)]);
+export type Prompt = z.infer<typeof Prompt>;
+
+/** The native request line: custom_id, model, prompt and Hugging Face generation parameters. */
+export const NativeRequest = z
+  .object({
+    custom_id: CustomId,
+    model: ModelName,
+    prompt: Prompt,
+  })
+  .extend(GenerationParams.shape)
+  .strict();
+export type NativeRequest = z.infer<typeof NativeRequest>;
+
+/** An OpenAI batch line. Only `/v1/completions` is served; its body is checked by OpenAICompletionBody. */
+export const OpenAIRequestLine = z
+  .object({
+    custom_id: CustomId,
+    method: z.literal('POST'),
+    url: z.string(),
+    body: z.record(z.string(), z.unknown()),
+  })
+  .strict();
+export type OpenAIRequestLine = z.infer<typeof OpenAIRequestLine>;
+
+/**
+ * The body of an OpenAI `/v1/completions` request. Every parameter of that endpoint is known here;
+ * those the engine cannot honour are accepted only at their neutral value (see fromOpenAI).
+ */
+export const OpenAICompletionBody = z
+  .object({
+    model: ModelName,
+    prompt: z.union([Prompt, z.array(z.string()).min(1)]),
+    max_tokens: z.number().int().min(1).max(8192).nullish(),
+    temperature: z.number().min(0).max(2).nullish(),
+    top_p: z.number().gt(0).max(1).nullish(),
+    seed: z.number().int().min(0).max(0xffffffff).nullish(),
+    stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish(),
+    n: z.number().int().min(1).nullish(),
+    best_of: z.number().int().min(1).nullish(),
+    stream: z.boolean().nullish(),
+    stream_options: z.unknown().optional(),
+    echo: z.boolean().nullish(),
+    logprobs: z.number().int().min(0).nullish(),
+    presence_penalty: z.number().nullish(),
+    frequency_penalty: z.number().nullish(),
+    logit_bias: z.record(z.string(), z.number()).nullish(),
+    suffix: z.string().nullish(),
+    /** An end-user id: metadata, not a generation parameter. */
+    user: z.string().nullish(),
+  })
+  .strict();
+export type OpenAICompletionBody = z.infer<typeof OpenAICompletionBody>;
+
+export const RequestForm = z.enum(['native', 'openai']);
+export type RequestForm = z.infer<typeof RequestForm>;
+
+/**
+ * A request in the one form the producer works with, whichever form it came in.
+ * `stop_strings` are resolved to token ids by the producer (each must be one token).
+ */
+export interface GenerationRequest {
+  custom_id: string;
+  model: string;
+  prompt: Prompt;
+  params: GenerationParams;
+  stop_strings: string[];
+  form: RequestForm;
+}
+
+/** The resolved parameters of one row, as stored in a job payload. */
+export const ResolvedParamsSchema = z
+  .object({
+    max_new_tokens: z.number().int().min(1).max(8192),
+    do_sample: z.boolean(),
+    temperature: z.number().gt(0).max(100),
+    top_k: z.number().int().min(0),
+    top_p: z.number().gt(0).max(1),
+    repetition_penalty: z.number().gt(0).max(100),
+    seed: z.number().int().min(0).max(0xffffffff),
+    num_beams: z.number().int().min(1).max(16),
+    length_penalty: z.number().min(-100).max(100),
+    early_stopping: z.union([z.boolean(), z.literal('never')]),
+    stop_ids: z.array(z.number().int().min(0)).max(32),
+    pad_token_id: z.number().int().min(0),
+  })
+  .strict();
+// A compile-time check that the schema and the compiler's interface agree.
+const _resolvedParamsAgree: z.infer<typeof ResolvedParamsSchema> extends ResolvedParams ? true : never = true;
+void _resolvedParamsAgree;
+
+/** A job's data in Redis. Read back by workers, so parsed again there (it may have been written by anyone). */
+export const JobPayload = z
+  .object({
+    v: z.literal(1),
+    batch_id: BatchId,
+    custom_id: CustomId,
+    /** 1-based line of the input file (0 for a request that came from no file). */
+    line: z.number().int().min(0),
+    form: RequestForm,
+    model: ModelName,
+    /** The compile key id, `model:pP:nN:strategy`: it must be the key of the queue the job sits in. */
+    key: z.string().max(200),
+    prompt_ids: z.array(z.number().int().min(0)).min(1).max(MAX_PROMPT_TOKENS),
+    params: ResolvedParamsSchema,
+    /** ms since the epoch */
+    created_at: z.number().int().min(0),
+  })
+  .strict();
+export type JobPayload = z.infer<typeof JobPayload>;
+
+export const FinishReason = z.enum(['eos', 'length']);
+
+/** One request's result, written once per custom_id. */
+export const ResultRecord = z.object({
+  custom_id: CustomId,
+  line: z.number().int().min(0),
+  form: RequestForm,
+  model: ModelName,
+  text: z.string(),
+  token_ids: z.array(z.number().int()),
+  finish_reason: FinishReason,
+  prompt_tokens: z.number().int().min(0),
+  completion_tokens: z.number().int().min(0),
+  seed: z.number().int(),
+  key: z.string(),
+  worker: z.string(),
+  /** ms since the epoch: when the request was enqueued, and when its result was written */
+  created_at: z.number(),
+  finished_at: z.number(),
+});
+export type ResultRecord = z.infer<typeof ResultRecord>;
+
+export const ErrorBody = z.object({ code: z.string(), message: z.string() });
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+/** One line of an errors file: a rejected line or a failed request. */
+export const ErrorRecord = z.object({
+  /** 1-based input line (null for a request that came from no file) */
+  line: z.number().int().min(0).nullable(),
+  custom_id: z.string().nullable(),
+  error: ErrorBody,
+});
+export type ErrorRecord = z.infer<typeof ErrorRecord>;
+
+export const BatchStatus = z.enum(['validating', 'in_progress', 'completed', 'cancelling', 'cancelled', 'failed']);
+export type BatchStatus = z.infer<typeof BatchStatus>;
+
+export function errorRecord(line: number | null, customId: string | null, code: ErrorCode | string, message: string): ErrorRecord {
+  return { line, custom_id: customId, error: { code, message } };
+}
+
+/** A readable one-line account of a zod error: `path: message; path: message`. */
+export function describeZodError(e: z.ZodError): string {
+  return e.issues
+    .slice(0, 5)
+    .map((i) => {
+      const path = i.path.length ? i.path.map(String).join('.') : '(line)';
+      return `${path}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+/** The error code of a zod failure: an unknown key is an unsupported parameter, the rest invalid requests. */
+export function zodErrorCode(e: z.ZodError): ErrorCode {
+  return e.issues.some((i) => i.code === 'unrecognized_keys') ? 'unsupported_parameter' : 'invalid_request';
+}
+
+/** Parses with a schema or throws a BatchgenError with a readable reason. */
+export function parseOrThrow<T>(schema: z.ZodType<T>, value: unknown, what: string, code?: ErrorCode): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  throw new BatchgenError(code ?? zodErrorCode(r.error), `${what}: ${describeZodError(r.error)}`);
+}
