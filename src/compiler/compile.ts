@@ -12,7 +12,7 @@ import { tf } from './backend.js';
 import { BeamRow, type Candidate } from './beam-search.js';
 import { DeviceWeights, decodeStep, prefill } from './gpt2.js';
 import { KvCache } from './kv-cache.js';
-import { applyAll, buildProcessors, sampleRows, type RowParamTensors } from './logits.js';
+import { TOPK_FAST_MAX, applyAll, buildProcessors, logSoftmax, sampleRows, type ProcessorPlan, type RowParamTensors, type SeenTokens } from './logits.js';
 import { RowRng } from './rng.js';
 import { ShapeScope } from './shape-tracker.js';
 import type { RowRequest, RowResult } from './types.js';
@@ -38,11 +38,20 @@ export interface RunOptions {
   maxSteps?: number;
 }
 
+/** Timings of the last batch a variant ran. */
+export interface RunStats {
+  prefillMs: number;
+  /** Decode steps run (the first token comes from the prefill). */
+  steps: number;
+  decodeMs: number;
+}
+
 export class CompiledVariant {
   readonly id: string;
   readonly beams: number;
   /** Milliseconds spent compiling and warming up. */
   compileMs = 0;
+  lastRun: RunStats = { prefillMs: 0, steps: 0, decodeMs: 0 };
   private readonly cache: KvCache;
   private readonly causal: tf.Tensor2D;
   private readonly scope = new ShapeScope();
@@ -135,7 +144,9 @@ export class CompiledVariant {
       pad_token_id: d.pad_token_id,
     };
     const prompt = Array.from({ length: this.key.P }, (_, i) => i % 256);
-    return [Array.from({ length: this.batchSize }, () => ({ promptIds: prompt, params: base }))];
+    const batch = (params: ResolvedParams) => Array.from({ length: this.batchSize }, () => ({ promptIds: prompt, params }));
+    // Sampling has two top-k paths (full sort for top-p, small top-k otherwise): warm both.
+    return this.key.strategy === 'sample' ? [batch(base), batch({ ...base, top_p: 1 })] : [batch(base)];
   }
 
   private async runUnchecked(rows: RowRequest[], opts: RunOptions): Promise<RowResult[]> {
@@ -174,7 +185,6 @@ export class CompiledVariant {
     const pos = new Int32Array(R * P);
     const keyMask = new Float32Array(R * P);
     const decodeBias = new Float32Array(R * T).fill(NEG);
-    const presence = new Float32Array(R * V);
     for (let r = 0; r < R; r++) {
       const prompt = prompts[Math.floor(r / k)];
       const off = P - prompt.length;
@@ -183,7 +193,6 @@ export class CompiledVariant {
         pos[r * P + off + j] = j;
         keyMask[r * P + off + j] = 1;
         decodeBias[r * T + off + j] = 0;
-        presence[r * V + id] = 1;
       });
     }
     const perRow = (f: (p: ResolvedParams) => number, dtype: 'float32' | 'int32' = 'float32') =>
@@ -194,9 +203,17 @@ export class CompiledVariant {
       topKIndex: perRow((p) => (p.top_k > 0 ? Math.min(p.top_k, V) : V) - 1, 'int32'),
       topP: perRow((p) => p.top_p),
     };
-    let presenceT = tf.tensor2d(presence, [R, V]);
+    const plan: ProcessorPlan = {
+      penalty: params.some((p) => p.repetition_penalty !== 1),
+      topk: params.every((p) => p.top_p >= 1 && p.top_k <= TOPK_FAST_MAX) ? 'fast' : 'full',
+    };
+    const topKOff = perRow((p) => (p.top_k === 0 ? 1 : 0));
+    const M = P + N;
 
     // Prefill: the whole prompt, filling cache positions [0, P).
+    const tPrefill = performance.now();
+    let tDecode = 0;
+    let steps = 0;
     let logits = onDevice(() => {
       const mask = tf.tensor2d(keyMask, [R, P]);
       const bias = tf.mul(tf.sub(1, tf.mul(this.causal, tf.reshape(mask, [R, 1, 1, P]))), NEG) as tf.Tensor4D;
@@ -227,7 +244,12 @@ export class CompiledVariant {
 
     try {
       for (let t = 0; t < maxSteps; t++) {
-        const processors = buildProcessors(strategy, presenceT, rowParams);
+        if (t === 0) this.lastRun = { prefillMs: 0, steps: 0, decodeMs: 0 };
+        const seen = plan.penalty ? this.seenTokens(R, M, (r) => {
+          const b = Math.floor(r / k);
+          return k === 1 ? [prompts[b], out[b].tokenIds] : [prompts[b], beamRows[b].running[r % k].tokens];
+        }) : null;
+        const processors = buildProcessors(strategy, plan, rowParams, seen, topKOff);
         const next = new Array<number>(R).fill(pad);
         let from: number[] | null = null;
 
@@ -237,6 +259,7 @@ export class CompiledVariant {
             uniforms ? sampleRows(applyAll(logits, processors), uniforms) : (tf.argMax(applyAll(logits, processors), 1) as tf.Tensor1D),
           );
           uniforms?.dispose();
+          if (seen) tf.dispose([seen.ids, seen.pairs, seen.mask]);
           const picked = await chosen.data();
           chosen.dispose();
           for (let b = 0; b < B; b++) {
@@ -253,12 +276,13 @@ export class CompiledVariant {
           const scores = tf.tensor2d(beamRows.flatMap((row) => row.runningScores), [R, 1]);
           const top = this.scope.run(() =>
             tf.tidy(() => {
-              const lp = tf.add(applyAll(tf.logSoftmax(logits) as tf.Tensor2D, processors), scores);
+              const lp = tf.add(applyAll(logSoftmax(logits), processors), scores);
               const { values, indices } = tf.topk(tf.reshape(lp, [B, k * V]), candidates, true);
               return [values, indices];
             }),
           );
           scores.dispose();
+          if (seen) tf.dispose([seen.ids, seen.pairs, seen.mask]);
           const [vals, idxs] = await Promise.all(top.map((x) => x.data()));
           tf.dispose(top);
           from = Array.from({ length: R }, (_, r) => r);
@@ -282,18 +306,14 @@ export class CompiledVariant {
           }
         }
         tf.dispose(logits);
+        if (t === 0) this.lastRun.prefillMs = performance.now() - tPrefill;
         if (finished.every(Boolean) || t + 1 >= maxSteps) break;
 
         // Feed the chosen tokens at cache slot P + t.
         if (from) this.cache.reorder(from);
-        const reorder = from;
-        const nextPresence = tf.tidy(() => {
-          const base = reorder ? tf.gather(presenceT, tf.tensor1d(reorder, 'int32')) : presenceT;
-          return tf.maximum(base, tf.cast(tf.oneHot(tf.tensor1d(next, 'int32'), V), 'float32')) as tf.Tensor2D;
-        });
-        presenceT.dispose();
-        presenceT = nextPresence;
         for (let r = 0; r < R; r++) decodeBias[r * T + P + t] = 0;
+        if (steps === 0) tDecode = performance.now();
+        steps += 1;
         await yieldToEventLoop();
         logits = onDevice(() =>
           decodeStep(
@@ -307,10 +327,30 @@ export class CompiledVariant {
         );
       }
     } finally {
-      tf.dispose([presenceT, logits]);
+      tf.dispose(logits);
     }
+    this.lastRun.steps = steps;
+    this.lastRun.decodeMs = steps > 0 ? performance.now() - tDecode : 0;
     if (k > 1) beamRows.forEach((row, b) => b < live && !finished[b] && (out[b] = row.result()));
     return out.slice(0, live);
+  }
+
+  /** Each row's distinct seen tokens (prompt and generated), padded to M, as device tensors. */
+  private seenTokens(R: number, M: number, tokensOf: (r: number) => number[][]): SeenTokens {
+    const ids = new Int32Array(R * M);
+    const pairs = new Int32Array(R * M * 2);
+    const mask = new Float32Array(R * M);
+    for (let r = 0; r < R; r++) {
+      const uniq = [...new Set(tokensOf(r).flat())];
+      for (let j = 0; j < M; j++) {
+        const id = uniq[j] ?? uniq[0];
+        ids[r * M + j] = id;
+        pairs[(r * M + j) * 2] = r;
+        pairs[(r * M + j) * 2 + 1] = id;
+        mask[r * M + j] = j < uniq.length ? 1 : 0;
+      }
+    }
+    return { ids: tf.tensor2d(ids, [R, M], 'int32'), pairs: tf.tensor2d(pairs, [R * M, 2], 'int32'), mask: tf.tensor2d(mask, [R, M]) };
   }
 
   /** Frees the cache; a variant evicted while running is freed when its batch ends. */

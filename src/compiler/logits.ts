@@ -1,10 +1,18 @@
 /**
  * Logits processors, in Hugging Face's order, as small pieces over [R, V] scores with per-row
  * parameters as [R, 1] tensors (runtime params never change the program). `buildProcessors` picks the
- * pieces for a strategy; each runs inside the caller's tf.tidy.
+ * pieces for a strategy and a batch; each runs inside the caller's tf.tidy.
+ *
+ * Written for the wasm backend's fast kernels: masks come from `step` (comparison kernels are ten
+ * times slower there), and the repetition penalty touches only the tokens seen, by gather/scatter.
  */
 import { tf } from './backend.js';
 import type { Strategy } from '../shared/params.js';
+
+/** Masked-out scores: finite, so that masks can be built by multiplication; exp() of it is 0. */
+export const MASKED = -1e30;
+/** Rows whose top_k is at most this (and top_p is 1) take the top-k fast path instead of a full sort. */
+export const TOPK_FAST_MAX = 64;
 
 /** Per-row runtime parameters as device tensors, uploaded once per batch. */
 export interface RowParamTensors {
@@ -15,13 +23,32 @@ export interface RowParamTensors {
   topP: tf.Tensor2D; // [R, 1]
 }
 
+/** The tokens each row has seen (prompt and generated), for the repetition penalty. */
+export interface SeenTokens {
+  /** [R, M] int32 token ids, each row's unique tokens then padding. */
+  ids: tf.Tensor2D;
+  /** [R * M, 2] int32 (row, token) pairs of the same entries, for scatterND. */
+  pairs: tf.Tensor2D;
+  /** [R, M] 1 for a real entry, 0 for padding. */
+  mask: tf.Tensor2D;
+}
+
 export type Processor = (scores: tf.Tensor2D) => tf.Tensor2D;
 
-/** Hugging Face's RepetitionPenaltyLogitsProcessor over a presence mask of the tokens seen so far. */
-export function repetitionPenalty(presence: tf.Tensor2D, penalty: tf.Tensor2D): Processor {
+/** 1 where x < 0, else 0. */
+const isNegative = (x: tf.Tensor) => tf.step(tf.neg(x));
+
+/**
+ * Hugging Face's RepetitionPenaltyLogitsProcessor: each seen token's score is multiplied by the
+ * penalty when negative, divided by it when positive.
+ */
+export function repetitionPenalty(seen: SeenTokens, penalty: tf.Tensor2D): Processor {
   return (s) => {
-    const penalised = tf.where(tf.less(s, 0), tf.mul(s, penalty), tf.div(s, penalty));
-    return tf.where(tf.greater(presence, 0), penalised, s) as tf.Tensor2D;
+    const g = tf.gather(s, seen.ids, 1, 1) as tf.Tensor2D; // [R, M]
+    const neg = isNegative(g);
+    const penalised = tf.add(tf.mul(neg, tf.mul(g, penalty)), tf.mul(tf.sub(1, neg), tf.div(g, penalty)));
+    const delta = tf.reshape(tf.mul(tf.sub(penalised, g), seen.mask), [-1]);
+    return tf.add(s, tf.scatterND(seen.pairs, delta, s.shape)) as tf.Tensor2D;
   };
 }
 
@@ -29,37 +56,67 @@ export function temperature(invTemperature: tf.Tensor2D): Processor {
   return (s) => tf.mul(s, invTemperature);
 }
 
+/** Scores below a per-row threshold [R, 1] become MASKED. */
+function maskBelow(s: tf.Tensor2D, threshold: tf.Tensor): tf.Tensor2D {
+  const below = tf.step(tf.sub(threshold, s)); // 1 where s < threshold
+  return tf.add(tf.mul(s, tf.sub(1, below)), tf.mul(below, MASKED)) as tf.Tensor2D;
+}
+
 /**
  * Top-k then top-p, per row, from one descending sort of the scores. Top-k keeps scores ≥ the k-th
  * largest; top-p keeps the smallest prefix of the sorted, top-k-filtered distribution whose mass
  * reaches top_p (Hugging Face removes tokens whose ascending cumulative probability is ≤ 1 - top_p,
- * always keeping the best one). Both become thresholds on the unsorted scores.
+ * always keeping the best one). Both become one threshold on the unsorted scores.
  */
 export function topKTopP(p: RowParamTensors): Processor {
   return (s) => {
     const V = s.shape[1];
     const sorted = tf.topk(s, V, true).values as tf.Tensor2D;
-    const kth = tf.gather(sorted, p.topKIndex, 1, 1) as tf.Tensor2D; // [R, 1]
-    const sortedK = tf.where(tf.less(sorted, kth), tf.fill(sorted.shape, -Infinity), sorted);
+    const kth = tf.gather(sorted, p.topKIndex, 1, 1); // [R, 1]
+    const sortedK = maskBelow(sorted, kth);
     const tailMass = tf.cumsum(tf.softmax(sortedK), 1, false, true); // Σ_{j ≥ i} p_j
-    const keep = tf.greater(tailMass, tf.sub(1, p.topP));
+    const keep = tf.step(tf.sub(tailMass, tf.sub(1, p.topP))); // tail mass > 1 - top_p
     const one = tf.scalar(1, 'int32');
     const kept = tf.maximum(tf.sum(tf.cast(keep, 'int32'), 1, true), one); // [R, 1], at least one
     const pth = tf.gather(sortedK, tf.sub(kept, one), 1, 1); // the smallest kept score
-    const threshold = tf.maximum(kth, pth);
-    return tf.where(tf.less(s, threshold), tf.fill(s.shape, -Infinity), s) as tf.Tensor2D;
+    return maskBelow(s, tf.maximum(kth, pth));
   };
 }
 
+/**
+ * Top-k alone, for batches whose rows all have top_p = 1 and top_k ≤ TOPK_FAST_MAX: the k-th
+ * largest comes from a small top-k instead of a full sort. Rows with top_k = 0 are not filtered.
+ */
+export function topKOnly(p: RowParamTensors, topKOff: tf.Tensor2D): Processor {
+  return (s) => {
+    const best = tf.topk(s, Math.min(TOPK_FAST_MAX, s.shape[1]), true).values;
+    const kth = tf.gather(best, tf.minimum(p.topKIndex, tf.scalar(best.shape[1] - 1, 'int32')), 1, 1);
+    return maskBelow(s, tf.add(tf.mul(kth, tf.sub(1, topKOff)), tf.mul(topKOff, MASKED)));
+  };
+}
+
+/** What a batch needs, decided on the host from its rows' parameters. */
+export interface ProcessorPlan {
+  penalty: boolean;
+  /** 'full': sort for top-p or large top-k; 'fast': small top-k only. */
+  topk: 'full' | 'fast';
+}
+
 /** The processors of a strategy, in order. Beam search runs them on log-probabilities, as HF does. */
-export function buildProcessors(strategy: Strategy, presence: tf.Tensor2D, p: RowParamTensors): Processor[] {
-  const list: Processor[] = [repetitionPenalty(presence, p.penalty)];
-  if (strategy === 'sample') list.push(temperature(p.invTemperature), topKTopP(p));
+export function buildProcessors(strategy: Strategy, plan: ProcessorPlan, p: RowParamTensors, seen: SeenTokens | null, topKOff: tf.Tensor2D): Processor[] {
+  const list: Processor[] = [];
+  if (plan.penalty && seen) list.push(repetitionPenalty(seen, p.penalty));
+  if (strategy === 'sample') list.push(temperature(p.invTemperature), plan.topk === 'full' ? topKTopP(p) : topKOnly(p, topKOff));
   return list;
 }
 
 export function applyAll(scores: tf.Tensor2D, processors: Processor[]): tf.Tensor2D {
   return processors.reduce((s, f) => f(s), scores);
+}
+
+/** log(softmax): the wasm backend's softmax is fused and fast, its exp is not. */
+export function logSoftmax(s: tf.Tensor2D): tf.Tensor2D {
+  return tf.log(tf.softmax(s));
 }
 
 /**
@@ -70,6 +127,6 @@ export function sampleRows(scores: tf.Tensor2D, uniforms: tf.Tensor2D): tf.Tenso
   const cum = tf.cumsum(tf.softmax(scores), 1);
   const V = scores.shape[1];
   const total = tf.slice(cum, [0, V - 1], [-1, 1]);
-  const below = tf.less(cum, tf.mul(uniforms, total));
+  const below = tf.step(tf.sub(tf.mul(uniforms, total), cum)); // cum < u·total
   return tf.minimum(tf.sum(tf.cast(below, 'int32'), 1), tf.scalar(V - 1, 'int32')) as tf.Tensor1D;
 }

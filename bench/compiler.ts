@@ -1,0 +1,123 @@
+/**
+ * `npm run bench`: decode speed of compiled variants on a GPT-2-small-shaped model (random weights
+ * made on the fly), against the backend's own matmul throughput and against the obvious
+ * one-request-at-a-time implementation, all in one run. Prints a table, writes bench/results/compiler.json.
+ *
+ * Env: BENCH_BATCHES (default 1,8,16), BENCH_REQUESTS (default 16), BENCH_LAYERS/EMBD/HEADS to shrink.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { baselineGreedy } from './baseline.js';
+import { CompiledVariant, initBackend, loadModel, makeModel, retraces, tf } from '../src/compiler/index.js';
+import type { RowRequest } from '../src/compiler/types.js';
+import { resolveParams } from '../src/shared/params.js';
+
+const P = 64;
+const N = 32;
+const env = (k: string, d: number) => Number(process.env[k] ?? d);
+const batches = (process.env.BENCH_BATCHES ?? '1,8,16').split(',').map(Number);
+const nRequests = env('BENCH_REQUESTS', 16);
+
+/** Peak f32 matmul throughput of the backend, in GFLOP/s: [512, E] x [E, 4E], the MLP's shape. */
+function matmulGflops(E: number): number {
+  const a = tf.randomNormal([512, E]);
+  const b = tf.randomNormal([E, 4 * E]);
+  const once = () => tf.matMul(a, b).dispose();
+  once();
+  const reps = 10;
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) once();
+  tf.matMul(a, b).dataSync(); // make sure everything ran (async backends)
+  const ms = (performance.now() - t0) / (reps + 1);
+  tf.dispose([a, b]);
+  return (2 * 512 * E * 4 * E) / ms / 1e6;
+}
+
+function lengths(n: number): number[] {
+  // Deterministic spread of prompt lengths over the bucket (33..64), all in prompt bucket P=64.
+  return Array.from({ length: n }, (_, i) => 33 + ((i * 13) % 32));
+}
+
+async function main(): Promise<void> {
+  const backend = await initBackend((process.env.BATCHGEN_BACKEND as 'wasm' | undefined) ?? 'wasm');
+  const dir = mkdtempSync(join(tmpdir(), 'batchgen-bench-'));
+  const layers = env('BENCH_LAYERS', 12);
+  const embd = env('BENCH_EMBD', 768);
+  const heads = env('BENCH_HEADS', 12);
+  let t0 = performance.now();
+  await makeModel({ out: dir, layers, heads, embd, positions: 1024, seed: 1 });
+  const model = await loadModel(dir, 'gpt2-shaped');
+  const loadMs = performance.now() - t0;
+  const c = model.folder.config;
+  // Parameters touched per decode step: all matmul weights, the output projection included.
+  const params = c.n_layer * 12 * c.n_embd * c.n_embd + c.vocab_size * c.n_embd;
+
+  const gflops = matmulGflops(c.n_embd);
+  const greedy = resolveParams({ max_new_tokens: N, do_sample: false }, { ...model.defaults, eos_token_id: [] });
+  const rowsFor = (lens: number[]): RowRequest[] => lens.map((L, i) => ({ promptIds: Array.from({ length: L }, (_, j) => (i * 977 + j * 31) % 50000), params: greedy }));
+
+  const rows: Record<string, unknown>[] = [];
+  for (const B of batches) {
+    t0 = performance.now();
+    const v = await CompiledVariant.compile(model, { model: model.name, P, N, strategy: 'greedy' }, B);
+    const compileMs = performance.now() - t0;
+    const reqs = rowsFor(lengths(nRequests));
+    let tokens = 0;
+    let decodeMs = 0;
+    let steps = 0;
+    t0 = performance.now();
+    for (let s = 0; s < reqs.length; s += B) {
+      const res = await v.run(reqs.slice(s, s + B));
+      tokens += res.reduce((n, r) => n + r.tokenIds.length, 0);
+      decodeMs += v.lastRun.decodeMs;
+      steps += v.lastRun.steps;
+    }
+    const wallMs = performance.now() - t0;
+    const stepMs = decodeMs / steps;
+    const rooflineMs = (2 * params * B) / (gflops * 1e6);
+    rows.push({
+      what: `bucketed B=${B}`,
+      B,
+      compile_ms: Math.round(compileMs),
+      ms_per_step: +stepMs.toFixed(1),
+      roofline_ms: +rooflineMs.toFixed(1),
+      step_over_roofline: +(stepMs / rooflineMs).toFixed(2),
+      tokens_per_s: +((tokens / wallMs) * 1000).toFixed(1),
+      requests: reqs.length,
+    });
+    v.dispose();
+  }
+
+  // The obvious implementation: one request at a time, exact length, growing cache.
+  const reqs = rowsFor(lengths(nRequests));
+  await baselineGreedy(model.weights, reqs[0].promptIds, 2); // warm the backend's kernels
+  t0 = performance.now();
+  let tokens = 0;
+  for (const r of reqs) tokens += (await baselineGreedy(model.weights, r.promptIds, N)).length;
+  const baseMs = performance.now() - t0;
+  const baseTps = (tokens / baseMs) * 1000;
+  rows.push({ what: 'one at a time, exact length, growing cache', B: 1, ms_per_step: +(baseMs / tokens).toFixed(1), tokens_per_s: +baseTps.toFixed(1), requests: reqs.length });
+  for (const r of rows) if (r.what !== rows[rows.length - 1].what) r.vs_one_at_a_time = +((r.tokens_per_s as number) / baseTps).toFixed(2);
+
+  const report = {
+    backend,
+    model: { layers: c.n_layer, embd: c.n_embd, heads: c.n_head, vocab: c.vocab_size, params_per_step: params },
+    P,
+    N,
+    matmul_gflops: +gflops.toFixed(1),
+    load_ms: Math.round(loadMs),
+    retraces: retraces(),
+    rows,
+    when: new Date().toISOString(),
+  };
+  console.log(`backend ${backend} · ${c.n_layer} layers × ${c.n_embd}, vocab ${c.vocab_size} · P=${P} N=${N} greedy · matmul ${gflops.toFixed(1)} GFLOP/s · retraces ${retraces()}`);
+  console.table(rows);
+  mkdirSync('bench/results', { recursive: true });
+  writeFileSync('bench/results/compiler.json', `${JSON.stringify(report, null, 2)}\n`);
+  console.log('wrote bench/results/compiler.json');
+  model.dispose();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+await main();

@@ -1,0 +1,69 @@
+/**
+ * `batchgen generate --model DIR --prompt TEXT [--prompt TEXT ...] [gen flags] [--json]`:
+ * in-process, no Redis. The prompts form one padded batch: one variant whose prompt bucket fits the
+ * longest prompt, at a batch size of the number of prompts.
+ */
+import { parseArgs } from 'node:util';
+import { GEN_FLAG_OPTIONS, paramsFromFlags } from './gen-flags.js';
+import { CompiledVariant, loadModel, retraces, tf } from '../compiler/index.js';
+import { DEFAULT_BUCKET_POLICY, parseBucketPolicy } from '../shared/buckets.js';
+import { compileKeyFor } from '../shared/compile-key.js';
+import { BatchgenError } from '../shared/errors.js';
+import { resolveParams } from '../shared/params.js';
+
+export const GENERATE_USAGE = `usage: batchgen generate --model DIR --prompt TEXT [--prompt TEXT ...] [--json]
+  [--max-new-tokens N] [--do-sample] [--temperature T] [--top-k K] [--top-p P] [--num-beams K]
+  [--length-penalty X] [--early-stopping true|false|never] [--repetition-penalty X] [--seed S]
+  [--buckets pow2|multiple:K|16,32,64]`;
+
+export async function generateCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      prompt: { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+      buckets: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      ...GEN_FLAG_OPTIONS,
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${GENERATE_USAGE}\n`);
+    return 0;
+  }
+  if (!values.model || !values.prompt?.length) throw new BatchgenError('invalid_request', `--model and at least one --prompt are required\n${GENERATE_USAGE}`);
+  const request = paramsFromFlags(values);
+  const policy = values.buckets ? parseBucketPolicy(values.buckets) : DEFAULT_BUCKET_POLICY;
+
+  const model = await loadModel(values.model);
+  const params = resolveParams(request, model.defaults);
+  const prompts = values.prompt;
+  const encoded = await Promise.all(prompts.map((p) => model.folder.tokenizer.encode(p)));
+  const longest = Math.max(...encoded.map((e) => e.length));
+  const key = compileKeyFor(model.name, longest, params, model.contextLength, policy);
+  const variant = await CompiledVariant.compile(model, key, prompts.length);
+  const t0 = performance.now();
+  const results = await variant.run(encoded.map((promptIds) => ({ promptIds, params })));
+  const ms = performance.now() - t0;
+
+  for (let i = 0; i < prompts.length; i++) {
+    const r = results[i];
+    const text = await model.folder.tokenizer.decode(r.tokenIds);
+    if (values.json) {
+      const line = { prompt: prompts[i], prompt_token_ids: encoded[i], token_ids: r.tokenIds, text, finish_reason: r.finishReason };
+      process.stdout.write(`${JSON.stringify(line)}\n`);
+    } else {
+      process.stdout.write(`${prompts[i]}\x1b[1m${text}\x1b[0m\n  (${r.tokenIds.length} tokens, ${r.finishReason})\n`);
+    }
+  }
+  const tokens = results.reduce((n, r) => n + r.tokenIds.length, 0);
+  process.stderr.write(
+    `${tf.getBackend()} · variant ${variant.id} · compile ${variant.compileMs.toFixed(0)} ms · ` +
+      `${tokens} tokens in ${ms.toFixed(0)} ms · retraces ${retraces()}\n`,
+  );
+  variant.dispose();
+  model.dispose();
+  return 0;
+}
