@@ -4,7 +4,7 @@
  * Same weights, same backend, same layer norm and GELU kernels, greedy.
  */
 import { tf } from '../src/compiler/backend.js';
-import { gelu, layerNorm, type DeviceWeights } from '../src/compiler/gpt2.js';
+import { gelu, layerNorm, logits, type DeviceWeights } from '../src/compiler/gpt2.js';
 
 /** Forward of L new tokens at positions start.. with a growing cache; returns last logits [1, V]. */
 function forward(w: DeviceWeights, ids: number[], start: number, cache: { k: tf.Tensor; v: tf.Tensor }[]): tf.Tensor {
@@ -31,8 +31,7 @@ function forward(w: DeviceWeights, ids: number[], start: number, cache: { k: tf.
     const m = layerNorm(h, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D;
     h = tf.add(h, tf.add(tf.matMul(gelu(tf.add(tf.matMul(m, blk.fcW), blk.fcB)) as tf.Tensor2D, blk.fcProjW), blk.fcProjB));
   });
-  const last = tf.slice(h, [L - 1, 0], [1, E]) as tf.Tensor2D;
-  return tf.matMul(layerNorm(last, w.lnFg, w.lnFb, eps) as tf.Tensor2D, w.lmHeadT);
+  return logits(w, tf.slice(h, [L - 1, 0], [1, E]) as tf.Tensor2D);
 }
 
 /** Greedy generation of one request, exact length, growing cache. */

@@ -29,7 +29,10 @@ export class DeviceWeights {
   readonly wpe: tf.Tensor2D;
   readonly lnFg: tf.Tensor1D;
   readonly lnFb: tf.Tensor1D;
-  /** [E, V]: the output projection stored transposed, the layout the fast matmul path wants. */
+  /**
+   * [E, V]: the output projection (lm_head, or wte when tied) stored transposed, the layout of the
+   * fast matmul path. Costs a copy of wte; (wte @ hᵀ)ᵀ would avoid it, but is 3x slower at one row.
+   */
   readonly lmHeadT: tf.Tensor2D;
   readonly blocks: DeviceBlock[];
 
@@ -96,6 +99,11 @@ function mlp(x: tf.Tensor2D, blk: DeviceBlock): tf.Tensor2D {
   return linear(gelu(linear(x, blk.fcW, blk.fcB)) as tf.Tensor2D, blk.fcProjW, blk.fcProjB);
 }
 
+/** Logits [M, V] of the last hidden states [M, E]: final layer norm, then the output projection. */
+export function logits(w: DeviceWeights, h: tf.Tensor2D): tf.Tensor2D {
+  return tf.matMul(layerNorm(h, w.lnFg, w.lnFb, w.config.layer_norm_epsilon) as tf.Tensor2D, w.lmHeadT);
+}
+
 /** Token plus position embeddings for ids and positions of the same shape. */
 function embed(w: DeviceWeights, ids: tf.Tensor, pos: tf.Tensor): tf.Tensor {
   return tf.add(tf.gather(w.wte, ids), tf.gather(w.wpe, pos));
@@ -126,7 +134,7 @@ export function prefill(w: DeviceWeights, cache: KvCache, ids: tf.Tensor2D, pos:
     h = tf.add(h, mlp(layerNorm(h, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk));
   });
   const last = tf.reshape(tf.slice(tf.reshape(h, [R, P, E]), [0, P - 1, 0], [R, 1, E]), [R, E]) as tf.Tensor2D;
-  return tf.matMul(layerNorm(last, w.lnFg, w.lnFb, eps) as tf.Tensor2D, w.lmHeadT);
+  return logits(w, last);
 }
 
 // ---- one decode step ---------------------------------------------------------------------------
@@ -155,5 +163,5 @@ export function decodeStep(w: DeviceWeights, cache: KvCache, ids: tf.Tensor1D, p
     h = tf.add(h, linear(att, blk.projW, blk.projB));
     h = tf.add(h, mlp(layerNorm(h, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk));
   });
-  return tf.matMul(layerNorm(h, w.lnFg, w.lnFb, eps) as tf.Tensor2D, w.lmHeadT);
+  return logits(w, h);
 }
