@@ -69,14 +69,15 @@ export function hostView(t: tf.Tensor): Float32Array | null {
   const backend = tf.engine().backend as unknown as {
     dataIdMap?: { get(id: object): { memoryOffset: number } | undefined };
     data?: { get(id: object): { values?: Float32Array } | undefined };
-    wasm?: { HEAPF32: Float32Array };
+    wasm?: { HEAPU8: Uint8Array };
   };
   const name = tf.getBackend();
   if (name === 'wasm' && backend.wasm && backend.dataIdMap) {
     const info = backend.dataIdMap.get(t.dataId);
     if (!info) return null;
-    // HEAPF32 is re-read on every call: the wasm memory may have grown and replaced the buffer.
-    return backend.wasm.HEAPF32.subarray(info.memoryOffset / 4, info.memoryOffset / 4 + t.size);
+    // The heap is re-read on every call: the wasm memory may have grown and replaced the buffer.
+    // HEAPU8 is the view the backend itself keeps current (HEAPF32 may go stale after a growth).
+    return new Float32Array(backend.wasm.HEAPU8.buffer, info.memoryOffset, t.size);
   }
   if (name === 'cpu' && backend.data) {
     const values = backend.data.get(t.dataId)?.values;

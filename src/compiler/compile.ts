@@ -259,7 +259,7 @@ export class CompiledVariant {
             uniforms ? sampleRows(applyAll(logits, processors), uniforms) : (tf.argMax(applyAll(logits, processors), 1) as tf.Tensor1D),
           );
           uniforms?.dispose();
-          if (seen) tf.dispose([seen.ids, seen.pairs, seen.mask]);
+          if (seen) tf.dispose([seen.pairs, seen.mask]);
           const picked = await chosen.data();
           chosen.dispose();
           for (let b = 0; b < B; b++) {
@@ -282,7 +282,7 @@ export class CompiledVariant {
             }),
           );
           scores.dispose();
-          if (seen) tf.dispose([seen.ids, seen.pairs, seen.mask]);
+          if (seen) tf.dispose([seen.pairs, seen.mask]);
           const [vals, idxs] = await Promise.all(top.map((x) => x.data()));
           tf.dispose(top);
           from = Array.from({ length: R }, (_, r) => r);
@@ -337,20 +337,18 @@ export class CompiledVariant {
 
   /** Each row's distinct seen tokens (prompt and generated), padded to M, as device tensors. */
   private seenTokens(R: number, M: number, tokensOf: (r: number) => number[][]): SeenTokens {
-    const ids = new Int32Array(R * M);
     const pairs = new Int32Array(R * M * 2);
     const mask = new Float32Array(R * M);
     for (let r = 0; r < R; r++) {
       const uniq = [...new Set(tokensOf(r).flat())];
       for (let j = 0; j < M; j++) {
         const id = uniq[j] ?? uniq[0];
-        ids[r * M + j] = id;
         pairs[(r * M + j) * 2] = r;
         pairs[(r * M + j) * 2 + 1] = id;
         mask[r * M + j] = j < uniq.length ? 1 : 0;
       }
     }
-    return { ids: tf.tensor2d(ids, [R, M], 'int32'), pairs: tf.tensor2d(pairs, [R * M, 2], 'int32'), mask: tf.tensor2d(mask, [R, M]) };
+    return { pairs: tf.tensor2d(pairs, [R * M, 2], 'int32'), mask: tf.tensor2d(mask, [R, M]) };
   }
 
   /** Frees the cache; a variant evicted while running is freed when its batch ends. */

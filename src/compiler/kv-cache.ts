@@ -24,7 +24,8 @@ export class KvCache {
     readonly length: number,
     readonly headDim: number,
   ) {
-    this.inPlace = hostMemoryBackend();
+    // BATCHGEN_CACHE_WRITES=functional forces the path other backends take (tests compare the two).
+    this.inPlace = hostMemoryBackend() && process.env.BATCHGEN_CACHE_WRITES !== 'functional';
     this.layers = Array.from({ length: nLayer }, () => ({
       k: tf.zeros([rows, heads, length, headDim]) as tf.Tensor4D,
       vt: tf.zeros([rows, heads, headDim, length]) as tf.Tensor4D,

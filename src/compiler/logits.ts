@@ -25,8 +25,6 @@ export interface RowParamTensors {
 
 /** The tokens each row has seen (prompt and generated), for the repetition penalty. */
 export interface SeenTokens {
-  /** [R, M] int32 token ids, each row's unique tokens then padding. */
-  ids: tf.Tensor2D;
   /** [R * M, 2] int32 (row, token) pairs of the same entries, for scatterND. */
   pairs: tf.Tensor2D;
   /** [R, M] 1 for a real entry, 0 for padding. */
@@ -34,6 +32,15 @@ export interface SeenTokens {
 }
 
 export type Processor = (scores: tf.Tensor2D) => tf.Tensor2D;
+
+/**
+ * x[r, idx[r]] for each row, as [R, 1]. A one-hot product instead of gather with batchDims, which
+ * read out of bounds on the wasm backend in some allocation patterns.
+ */
+function pickPerRow(x: tf.Tensor2D, idx: tf.Tensor2D): tf.Tensor2D {
+  const [R, C] = x.shape;
+  return tf.sum(tf.mul(x, tf.oneHot(tf.reshape(idx, [R]), C)), 1, true) as tf.Tensor2D;
+}
 
 /** 1 where x < 0, else 0. */
 const isNegative = (x: tf.Tensor) => tf.step(tf.neg(x));
@@ -44,7 +51,7 @@ const isNegative = (x: tf.Tensor) => tf.step(tf.neg(x));
  */
 export function repetitionPenalty(seen: SeenTokens, penalty: tf.Tensor2D): Processor {
   return (s) => {
-    const g = tf.gather(s, seen.ids, 1, 1) as tf.Tensor2D; // [R, M]
+    const g = tf.reshape(tf.gatherND(s, seen.pairs), seen.mask.shape); // [R, M]
     const neg = isNegative(g);
     const penalised = tf.add(tf.mul(neg, tf.mul(g, penalty)), tf.mul(tf.sub(1, neg), tf.div(g, penalty)));
     const delta = tf.reshape(tf.mul(tf.sub(penalised, g), seen.mask), [-1]);
@@ -72,13 +79,13 @@ export function topKTopP(p: RowParamTensors): Processor {
   return (s) => {
     const V = s.shape[1];
     const sorted = tf.topk(s, V, true).values as tf.Tensor2D;
-    const kth = tf.gather(sorted, p.topKIndex, 1, 1); // [R, 1]
+    const kth = pickPerRow(sorted, p.topKIndex); // [R, 1]
     const sortedK = maskBelow(sorted, kth);
     const tailMass = tf.cumsum(tf.softmax(sortedK), 1, false, true); // Σ_{j ≥ i} p_j
     const keep = tf.step(tf.sub(tailMass, tf.sub(1, p.topP))); // tail mass > 1 - top_p
     const one = tf.scalar(1, 'int32');
     const kept = tf.maximum(tf.sum(tf.cast(keep, 'int32'), 1, true), one); // [R, 1], at least one
-    const pth = tf.gather(sortedK, tf.sub(kept, one), 1, 1); // the smallest kept score
+    const pth = pickPerRow(sortedK, tf.sub(kept, one)); // the smallest kept score
     return maskBelow(s, tf.maximum(kth, pth));
   };
 }
@@ -90,7 +97,7 @@ export function topKTopP(p: RowParamTensors): Processor {
 export function topKOnly(p: RowParamTensors, topKOff: tf.Tensor2D): Processor {
   return (s) => {
     const best = tf.topk(s, Math.min(TOPK_FAST_MAX, s.shape[1]), true).values;
-    const kth = tf.gather(best, tf.minimum(p.topKIndex, tf.scalar(best.shape[1] - 1, 'int32')), 1, 1);
+    const kth = pickPerRow(best, tf.minimum(p.topKIndex, tf.scalar(best.shape[1] - 1, 'int32')));
     return maskBelow(s, tf.add(tf.mul(kth, tf.sub(1, topKOff)), tf.mul(topKOff, MASKED)));
   };
 }
