@@ -90,9 +90,12 @@ export function gelu(x: tf.Tensor): tf.Tensor {
   return tf.mul(x, tf.sigmoid(tf.mul(x, tf.add(tf.mul(tf.square(x), GELU_B), GELU_A))));
 }
 
-/** x [M, in] @ w [in, out] + b: the only matmul shape that hits the fast (XNNPACK) path on wasm. */
+/**
+ * x [M, in] @ w [in, out] + b, bias fused into the matmul: the only matmul shape that takes the fast
+ * (XNNPACK) path on wasm.
+ */
 function linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
-  return tf.add(tf.matMul(x, w), b);
+  return tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D;
 }
 
 function mlp(x: tf.Tensor2D, blk: DeviceBlock): tf.Tensor2D {
