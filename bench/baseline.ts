@@ -13,8 +13,9 @@ function forward(w: DeviceWeights, ids: number[], start: number, cache: { k: tf.
   const L = ids.length;
   let h = tf.add(tf.gather(w.wte, tf.tensor1d(ids, 'int32')), tf.gather(w.wpe, tf.range(start, start + L, 1, 'int32'))) as tf.Tensor2D;
   w.blocks.forEach((blk, i) => {
-    const qkv = tf.add(tf.matMul(layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D, blk.attnW), blk.attnB);
-    const [q, k, v] = tf.split(qkv, 3, 1).map((t) => tf.transpose(tf.reshape(t, [L, H, D]), [1, 0, 2]));
+    const a = layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D;
+    const heads = (w: tf.Tensor2D, b: tf.Tensor1D) => tf.transpose(tf.reshape(tf.add(tf.matMul(a, w), b), [L, H, D]), [1, 0, 2]);
+    const [q, k, v] = [heads(blk.qW, blk.qB), heads(blk.kW, blk.kB), heads(blk.vW, blk.vB)];
     const old = cache[i];
     const kAll = old ? tf.concat([old.k, k], 1) : k;
     const vAll = old ? tf.concat([old.v, v], 1) : v;

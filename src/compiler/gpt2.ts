@@ -11,8 +11,13 @@ import type { KvCache } from './kv-cache.js';
 export interface DeviceBlock {
   ln1g: tf.Tensor1D;
   ln1b: tf.Tensor1D;
-  attnW: tf.Tensor2D;
-  attnB: tf.Tensor1D;
+  /** c_attn split into query, key and value projections ([E, E] each), so no activation is split. */
+  qW: tf.Tensor2D;
+  qB: tf.Tensor1D;
+  kW: tf.Tensor2D;
+  kB: tf.Tensor1D;
+  vW: tf.Tensor2D;
+  vB: tf.Tensor1D;
   projW: tf.Tensor2D;
   projB: tf.Tensor1D;
   ln2g: tf.Tensor1D;
@@ -21,6 +26,13 @@ export interface DeviceBlock {
   fcB: tf.Tensor1D;
   fcProjW: tf.Tensor2D;
   fcProjB: tf.Tensor1D;
+}
+
+/** Columns [from, to) of a row-major [rows, cols] matrix. */
+function columns(m: Float32Array, rows: number, cols: number, from: number, to: number): Float32Array {
+  const out = new Float32Array(rows * (to - from));
+  for (let r = 0; r < rows; r++) out.set(m.subarray(r * cols + from, r * cols + to), r * (to - from));
+  return out;
 }
 
 /** The model's weights on the device; owned by this object, freed by dispose(). */
@@ -46,8 +58,12 @@ export class DeviceWeights {
     this.blocks = w.blocks.map((b) => ({
       ln1g: tf.tensor1d(b.ln1g),
       ln1b: tf.tensor1d(b.ln1b),
-      attnW: tf.tensor2d(b.attnW, [E, 3 * E]),
-      attnB: tf.tensor1d(b.attnB),
+      qW: tf.tensor2d(columns(b.attnW, E, 3 * E, 0, E), [E, E]),
+      qB: tf.tensor1d(b.attnB.subarray(0, E)),
+      kW: tf.tensor2d(columns(b.attnW, E, 3 * E, E, 2 * E), [E, E]),
+      kB: tf.tensor1d(b.attnB.subarray(E, 2 * E)),
+      vW: tf.tensor2d(columns(b.attnW, E, 3 * E, 2 * E, 3 * E), [E, E]),
+      vB: tf.tensor1d(b.attnB.subarray(2 * E, 3 * E)),
       projW: tf.tensor2d(b.projW, [E, E]),
       projB: tf.tensor1d(b.projB),
       ln2g: tf.tensor1d(b.ln2g),
@@ -112,6 +128,16 @@ function embed(w: DeviceWeights, ids: tf.Tensor, pos: tf.Tensor): tf.Tensor {
   return tf.add(tf.gather(w.wte, ids), tf.gather(w.wpe, pos));
 }
 
+/**
+ * Attention of every prompt position, [R, H, P, D], as batched matmul. (On wasm that takes a scalar
+ * path; broadcast multiply-and-sum was measured slower here, as slicing rows to bound its memory
+ * copies whole tensors.)
+ */
+function promptAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, keyBias: tf.Tensor4D, D: number): tf.Tensor4D {
+  const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(D)), keyBias);
+  return tf.matMul(tf.softmax(scores), v);
+}
+
 // ---- prefill -----------------------------------------------------------------------------------
 
 /**
@@ -124,18 +150,20 @@ export function prefill(w: DeviceWeights, cache: KvCache, ids: tf.Tensor2D, pos:
   const [R, P] = ids.shape;
   const D = E / H;
   let h = tf.reshape(embed(w, ids, pos), [R * P, E]) as tf.Tensor2D;
-  w.blocks.forEach((blk, layer) => {
-    const qkv = linear(layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D, blk.attnW, blk.attnB);
-    // [R*P, 3E] -> three [R, H, P, D]
-    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [R, P, H, D]), [0, 2, 1, 3]);
-    const [q, k, v] = tf.split(qkv, 3, 1).map(heads) as tf.Tensor4D[];
+  // One tidy per layer: the prompt's intermediates are large, and must not pile up over layers.
+  w.blocks.forEach((blk, layer) => (h = tf.tidy(() => {
+    const a = layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D;
+    // [R*P, E] -> [R, H, P, D]
+    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [R, P, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+    const q = heads(linear(a, blk.qW, blk.qB));
+    const k = heads(linear(a, blk.kW, blk.kB));
+    const v = heads(linear(a, blk.vW, blk.vB));
     cache.writePrefill(layer, k, v);
-    const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(D)), keyBias);
-    const att = tf.matMul(tf.softmax(scores), v); // [R, H, P, D]
+    const att = promptAttention(q, k, v, keyBias, D); // [R, H, P, D]
     const merged = tf.reshape(tf.transpose(att, [0, 2, 1, 3]), [R * P, E]) as tf.Tensor2D;
-    h = tf.add(h, linear(merged, blk.projW, blk.projB));
-    h = tf.add(h, mlp(layerNorm(h, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk));
-  });
+    const x = tf.add(h, linear(merged, blk.projW, blk.projB)) as tf.Tensor2D;
+    return tf.add(x, mlp(layerNorm(x, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk)) as tf.Tensor2D;
+  })));
   const last = tf.reshape(tf.slice(tf.reshape(h, [R, P, E]), [0, P - 1, 0], [R, 1, E]), [R, E]) as tf.Tensor2D;
   return logits(w, last);
 }
@@ -155,9 +183,9 @@ export function decodeStep(w: DeviceWeights, cache: KvCache, ids: tf.Tensor1D, p
   const D = E / H;
   let h = embed(w, ids, pos) as tf.Tensor2D; // [R, E]
   w.blocks.forEach((blk, layer) => {
-    const qkv = linear(layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D, blk.attnW, blk.attnB);
-    const [q, k, v] = tf.split(qkv, 3, 1);
-    cache.writeStep(layer, slot, k, v);
+    const a = layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D;
+    const q = linear(a, blk.qW, blk.qB);
+    cache.writeStep(layer, slot, linear(a, blk.kW, blk.kB), linear(a, blk.vW, blk.vB));
     const { k: kc, vt } = cache.layer(layer); // [R, H, T, D], [R, H, D, T]
     const q4 = tf.reshape(q, [R, H, 1, D]);
     const scores = tf.add(tf.mul(tf.sum(tf.mul(q4, kc), -1), 1 / Math.sqrt(D)), keyBias); // [R, H, T]
