@@ -156,11 +156,13 @@ return finalize(now)
 
 /**
  * ARGV: now, custom_id, record JSON, which ('r' result | 'e' error).
- * Returns 1 when written, 0 when the custom_id already had a result or an error, -1 for an unknown batch.
+ * Returns 1 when written, 0 when the custom_id already had a result or an error, -1 for an unknown
+ * batch, -2 for a custom_id that is not a request of the batch (nothing is written then).
  */
 const SETTLE = `${FINALIZE}
 local now, cid, rec, which = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[2], cid) == 0 then return -2 end
 if redis.call('HEXISTS', KEYS[3], cid) == 1 or redis.call('HEXISTS', KEYS[4], cid) == 1 then return 0 end
 if which == 'r' then
   redis.call('HSET', KEYS[3], cid, rec)
@@ -291,7 +293,7 @@ export class BatchStore {
     return (await this.run('bgEndSubmit', batchId, Date.now())) as BatchStatus;
   }
 
-  /** Writes a result once. 1 written, 0 already settled (a second delivery), -1 unknown batch. */
+  /** Writes a result once. 1 written, 0 already settled (a second delivery), -1 unknown batch, -2 not an item of the batch. */
   async writeResult(batchId: string, r: ResultRecord): Promise<number> {
     return (await this.run('bgSettle', batchId, Date.now(), r.custom_id, JSON.stringify(r), 'r')) as number;
   }

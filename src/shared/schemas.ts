@@ -153,6 +153,8 @@ export const ResultRecord = z.object({
   /** ms since the epoch: when the request was enqueued, and when its result was written */
   created_at: z.number(),
   finished_at: z.number(),
+  /** how many times the job had been handed to a worker when this result was written */
+  deliveries: z.number().int().min(1).optional(),
 });
 export type ResultRecord = z.infer<typeof ResultRecord>;
 

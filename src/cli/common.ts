@@ -1,0 +1,46 @@
+/** Flags and helpers shared by the queue commands (submit, status, results, cancel, worker, demo). */
+import type { ParseArgsConfig } from 'node:util';
+import { BatchgenError } from '../shared/errors.js';
+
+/** --redis URL, --prefix P, --hash-tag: where the queues and batch records live. */
+export const REDIS_FLAG_OPTIONS = {
+  redis: { type: 'string' },
+  prefix: { type: 'string' },
+  'hash-tag': { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+export function keyspaceFrom(values: { prefix?: string; 'hash-tag'?: boolean }): { prefix?: string; hashTag?: boolean } {
+  return { prefix: values.prefix, hashTag: values['hash-tag'] };
+}
+
+/** A flag that must be a number in a range. */
+export function numberFlag(name: string, v: string | undefined, opts: { min?: number; integer?: boolean } = {}): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
+    throw new BatchgenError('invalid_request', `--${name} ${v}: expected ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}`);
+  }
+  return n;
+}
+
+/** Writes to stdout and resolves once it is flushed (so that exiting right after loses nothing). */
+export function out(text: string): Promise<void> {
+  return new Promise((resolve) => process.stdout.write(text, () => resolve()));
+}
+
+export function err(text: string): void {
+  process.stderr.write(text);
+}
+
+/** A one-line progress bar for a terminal. */
+export function progressBar(done: number, total: number, width = 30): string {
+  const f = total > 0 ? Math.min(1, done / total) : 0;
+  const n = Math.round(f * width);
+  return `[${'#'.repeat(n)}${'.'.repeat(width - n)}] ${done}/${total}`;
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
+}

@@ -1,0 +1,82 @@
+/** `batchgen worker --model NAME=DIR [...] [--redis URL] [--batch-sizes 1,2,4,8] [--metrics-port P]` */
+import { parseArgs } from 'node:util';
+import { BatchgenError } from '../shared/errors.js';
+import { parseModelSpecs } from '../shared/models.js';
+import { componentLogger } from '../observability/logger.js';
+import { parseBatchSizes } from '../worker/micro-batcher.js';
+import { handleShutdown } from '../worker/shutdown.js';
+import { BatchWorker } from '../worker/worker.js';
+import { keyspaceFrom, numberFlag, REDIS_FLAG_OPTIONS } from './common.js';
+
+const USAGE = `usage: batchgen worker --model NAME=DIR [--model NAME=DIR ...] [--redis URL] [--batch-sizes 1,2,4,8]
+                      [--metrics-port P] [--max-wait-ms 20] [--keys MODEL:pP:nN:STRATEGY,...] [--max-keys 32]
+                      [--lock-ms 30000] [--stalled-interval-ms 30000] [--max-stalled 1] [--engine compiler|noop]
+                      [--cache-mb 2048] [--id ID] [--prefix batchgen] [--hash-tag]
+Compiles and warms the variants of its keys before taking jobs, then serves micro-batches from the
+queues of those keys. Keys: the --keys list, else every key of its models found in the registry.
+SIGTERM: stop taking jobs, finish the batch in hand, exit. BATCHGEN_MODELS and REDIS_URL stand in
+for --model and --redis.`;
+
+export async function workerCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string', multiple: true },
+      'batch-sizes': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'max-wait-ms': { type: 'string' },
+      keys: { type: 'string', multiple: true },
+      'max-keys': { type: 'string' },
+      'lock-ms': { type: 'string' },
+      'stalled-interval-ms': { type: 'string' },
+      'max-stalled': { type: 'string' },
+      engine: { type: 'string' },
+      'cache-mb': { type: 'string' },
+      id: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      ...REDIS_FLAG_OPTIONS,
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const models = parseModelSpecs(values.model ?? []);
+  if (models.length === 0) throw new BatchgenError('invalid_request', `no model: pass --model NAME=DIR (or set BATCHGEN_MODELS)\n${USAGE}`);
+  const engine = values.engine ?? 'compiler';
+  if (engine !== 'compiler' && engine !== 'noop') throw new BatchgenError('invalid_request', `--engine ${engine}: expected compiler or noop`);
+  const cacheMb = numberFlag('cache-mb', values['cache-mb'], { min: 1 });
+  const log = componentLogger('worker');
+  const worker = new BatchWorker({
+    models,
+    redisUrl: values.redis,
+    ...keyspaceFrom(values),
+    engine,
+    batchSizes: values['batch-sizes'] ? parseBatchSizes(values['batch-sizes']) : undefined,
+    metricsPort: numberFlag('metrics-port', values['metrics-port'], { min: 0, integer: true }),
+    maxWaitMs: numberFlag('max-wait-ms', values['max-wait-ms'], { min: 0 }),
+    keys: values.keys?.flatMap((k) => k.split(',').map((s) => s.trim()).filter(Boolean)),
+    maxKeys: numberFlag('max-keys', values['max-keys'], { min: 1, integer: true }),
+    lockDurationMs: numberFlag('lock-ms', values['lock-ms'], { min: 100 }),
+    stalledIntervalMs: numberFlag('stalled-interval-ms', values['stalled-interval-ms'], { min: 100 }),
+    maxStalledCount: numberFlag('max-stalled', values['max-stalled'], { min: 0, integer: true }),
+    cacheBudgetBytes: cacheMb === undefined ? undefined : cacheMb * 1024 * 1024,
+    id: values.id,
+    logger: log,
+  });
+  let stopped: () => void = () => {};
+  const finished = new Promise<number>((resolve) => {
+    stopped = () => resolve(0);
+  });
+  handleShutdown(
+    async () => {
+      await worker.stop();
+    },
+    { log, exit: (code) => (code === 0 ? stopped() : process.exit(code)) },
+  );
+  await worker.start();
+  await Promise.race([finished, worker.done().then(() => 0)]);
+  await worker.stop();
+  return 0;
+}

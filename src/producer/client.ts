@@ -1,0 +1,429 @@
+/**
+ * The producer SDK. `GenerationClient.connect()` fails fast with `redis_unavailable` when Redis is
+ * down; `generate()` enqueues one request and awaits its result; `submitBatch()` validates,
+ * tokenizes and enqueues a batch and returns a handle (status, results, wait, cancel).
+ *
+ * Jobs get `jobId = <batchId>/<customId>` and every request is recorded once in the batch's record:
+ * submitting the same batch again enqueues nothing for requests that are queued or done.
+ */
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { BatchStore, DEFAULT_RETENTION_S, type BatchRecord, type RegisterEntry } from '../shared/batch-store.js';
+import { parseKeyId } from '../shared/compile-key.js';
+import { BatchgenError } from '../shared/errors.js';
+import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared/keys.js';
+import { loadModelInfo, type ModelInfo, type ModelSpec } from '../shared/models.js';
+import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
+import { parseRequestLine, requestFromObject, type ParsedLine } from '../shared/requests.js';
+import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type ResultRecord } from '../shared/schemas.js';
+import { componentLogger, type Logger } from '../observability/logger.js';
+import { DEFAULT_POLICIES, prepareRequest, type BucketPolicies } from './prepare.js';
+import type { NumberedLine } from './jsonl.js';
+
+export interface GenerationClientOptions extends KeyspaceOptions {
+  /** Redis URL. Default: REDIS_URL, else redis://127.0.0.1:6379. */
+  redisUrl?: string;
+  /** The models requests may name (their folders give the tokenizer and the limits). Default: none. */
+  models?: ModelSpec[];
+  /** Bucket policies for prompt lengths and max_new_tokens. Default: powers of two from 16. */
+  buckets?: BucketPolicies;
+  /** Attempts per job; transient failures are retried with exponential backoff. Default 3. */
+  attempts?: number;
+  /** First retry delay in ms (doubled at each attempt). Default 1000. */
+  backoffMs?: number;
+  /** How long a finished batch is kept, in seconds. Default 7 days (1 hour for generate()). */
+  retentionS?: number;
+  /** Requests validated and enqueued per round trip. Default 500. */
+  chunkSize?: number;
+  /** How long connecting to Redis may take. Default 5000 ms. */
+  connectTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface SubmitOptions {
+  /** Default: a new random id. */
+  batchId?: string;
+  /** Where the requests came from, recorded for people (a file name). */
+  input?: string;
+  /** Overrides the client's retention for this batch, in seconds. */
+  retentionS?: number;
+}
+
+/** What a submission did. */
+export interface SubmitReport {
+  batchId: string;
+  /** requests counted in this submission (JSON objects with a custom_id, once each) */
+  requests: number;
+  /** jobs handed to the queues now (0 for a resubmission of a batch whose requests are queued or done) */
+  enqueued: number;
+  /** requests that failed validation (counted as failed) and lines that are not requests */
+  errors: ErrorRecord[];
+  /** compile keys that received jobs */
+  keys: string[];
+  status: BatchStatus;
+}
+
+export interface GenerateResult {
+  custom_id: string;
+  text: string;
+  token_ids: number[];
+  finish_reason: 'eos' | 'length';
+  usage: { prompt_tokens: number; completion_tokens: number };
+  seed: number;
+}
+
+export interface WaitOptions {
+  /** Called whenever the counts or the status change. */
+  onProgress?: (r: BatchRecord) => void;
+  /** Polling interval. Default 200 ms. */
+  pollMs?: number;
+  /** Give up after this long (a BatchgenError). Default: never. */
+  timeoutMs?: number;
+}
+
+const TERMINAL: BatchStatus[] = ['completed', 'cancelled', 'failed'];
+export const isTerminal = (s: BatchStatus): boolean => TERMINAL.includes(s);
+
+export function newBatchId(): string {
+  return `batch_${randomBytes(12).toString('hex')}`;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class GenerationClient {
+  readonly keys: Keyspace;
+  readonly store: BatchStore;
+  private readonly queues = new Map<string, Queue>();
+  private readonly log: Logger;
+  private readonly url: string;
+  private closing: Promise<void> | null = null;
+
+  private constructor(
+    readonly redis: Redis,
+    private readonly models: Map<string, ModelInfo>,
+    private readonly opts: GenerationClientOptions,
+  ) {
+    this.url = redisUrlFrom(opts.redisUrl);
+    this.keys = new Keyspace(opts);
+    this.store = new BatchStore(redis, this.keys);
+    this.log = opts.logger ?? componentLogger('producer');
+  }
+
+  /** Loads the model folders (tokenizers, limits) and connects; fails fast when Redis is down. */
+  static async connect(opts: GenerationClientOptions = {}): Promise<GenerationClient> {
+    for (const [name, v] of Object.entries({ attempts: opts.attempts, chunkSize: opts.chunkSize })) {
+      if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new BatchgenError('invalid_request', `${name} must be a positive integer, got ${v}`);
+    }
+    const models = new Map<string, ModelInfo>();
+    for (const spec of opts.models ?? []) models.set(spec.name, await loadModelInfo(spec));
+    const redis = await connectRedis({ url: opts.redisUrl, role: 'client', connectTimeoutMs: opts.connectTimeoutMs, name: 'batchgen-producer' });
+    redis.on('error', () => {}); // failures surface as rejected calls (redis_unavailable)
+    return new GenerationClient(redis, models, opts);
+  }
+
+  private queue(keyId: string): Queue {
+    let q = this.queues.get(keyId);
+    if (!q) {
+      const ref = this.keys.queue(keyId);
+      q = new Queue(ref.bullName, { connection: this.redis, prefix: ref.bullPrefix });
+      q.on('error', () => {});
+      this.queues.set(keyId, q);
+    }
+    return q;
+  }
+
+  /** Runs a Redis-touching call, turning connection failures into `redis_unavailable`. */
+  private async io<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw asRedisError(e, this.url);
+    }
+  }
+
+  /** Submits request objects (either JSONL form, already parsed); they are numbered from 1 in order. */
+  async submitBatch(requests: Iterable<unknown> | AsyncIterable<unknown>, opts: SubmitOptions = {}): Promise<BatchHandle> {
+    async function* parsed(): AsyncGenerator<ParsedLine> {
+      let line = 0;
+      for await (const r of requests as AsyncIterable<unknown>) {
+        line += 1;
+        yield parseObject(r, line);
+      }
+    }
+    const report = await this.submitParsed(parsed(), opts);
+    return new BatchHandle(this, report.batchId, report);
+  }
+
+  /** Submits JSONL lines (numbered as in their file). */
+  async submitLines(lines: Iterable<NumberedLine> | AsyncIterable<NumberedLine>, opts: SubmitOptions = {}): Promise<BatchHandle> {
+    async function* parsed(): AsyncGenerator<ParsedLine> {
+      for await (const l of lines as AsyncIterable<NumberedLine>) yield parseRequestLine(l.text, l.line);
+    }
+    const report = await this.submitParsed(parsed(), opts);
+    return new BatchHandle(this, report.batchId, report);
+  }
+
+  private async submitParsed(lines: AsyncIterable<ParsedLine>, opts: SubmitOptions): Promise<SubmitReport> {
+    const batchId = checkBatchId(opts.batchId ?? newBatchId());
+    const chunkSize = this.opts.chunkSize ?? 500;
+    await this.io(() => this.store.begin(batchId, { retentionS: opts.retentionS ?? this.opts.retentionS ?? DEFAULT_RETENTION_S, input: opts.input }));
+    const seen = new Set<string>();
+    const rejects: ErrorRecord[] = [];
+    const report: SubmitReport = { batchId, requests: 0, enqueued: 0, errors: [], keys: [], status: 'validating' };
+    const keysUsed = new Set<string>();
+    let chunk: ParsedLine[] = [];
+    const flush = async () => {
+      const c = chunk;
+      chunk = [];
+      await this.flush(batchId, c, report, keysUsed);
+    };
+    for await (const p of lines) {
+      if (!p.ok && !p.counted) {
+        rejects.push(p.error);
+        report.errors.push(p.error);
+        continue;
+      }
+      const cid = p.ok ? p.request.custom_id : p.error.custom_id!;
+      const line = p.ok ? p.line : p.error.line;
+      if (seen.has(cid)) {
+        const dup = errorRecord(line, cid, 'duplicate_custom_id', `line ${line}: custom_id "${cid}" was already used in this batch`);
+        rejects.push(dup);
+        report.errors.push(dup);
+        continue;
+      }
+      seen.add(cid);
+      report.requests += 1;
+      chunk.push(p);
+      if (chunk.length >= chunkSize) await flush();
+    }
+    await flush();
+    await this.io(() => this.store.reject(batchId, rejects));
+    report.status = await this.io(() => this.store.endSubmit(batchId));
+    report.keys = [...keysUsed].sort();
+    this.log.info({ batchId, requests: report.requests, enqueued: report.enqueued, errors: report.errors.length, status: report.status }, 'batch submitted');
+    return report;
+  }
+
+  /** Validates and prepares a chunk, registers it in the batch record, then enqueues what needs it. */
+  private async flush(batchId: string, chunk: ParsedLine[], report: SubmitReport, keysUsed: Set<string>): Promise<void> {
+    if (chunk.length === 0) return;
+    const now = Date.now();
+    const prepared = await Promise.all(
+      chunk.map(async (p): Promise<{ entry: RegisterEntry; payload?: JobPayload }> => {
+        if (!p.ok) return { entry: { custom_id: p.error.custom_id!, item: { line: p.error.line ?? 0, key: null }, kind: 'error', error: p.error } };
+        const req = p.request;
+        const fail = (code: string, message: string) => {
+          const error = errorRecord(p.line, req.custom_id, code, message);
+          return { entry: { custom_id: req.custom_id, item: { line: p.line, key: null }, kind: 'error' as const, error } };
+        };
+        const model = this.models.get(req.model);
+        if (!model) {
+          const known = [...this.models.keys()];
+          return fail('unknown_model', `model "${req.model}" is not known to this producer (known: ${known.length ? known.join(', ') : 'none; pass --model NAME=DIR'})`);
+        }
+        try {
+          const prep = await prepareRequest(req, model, this.opts.buckets ?? DEFAULT_POLICIES);
+          const payload: JobPayload = {
+            v: 1,
+            batch_id: batchId,
+            custom_id: req.custom_id,
+            line: p.line,
+            form: req.form,
+            model: req.model,
+            key: prep.keyId,
+            prompt_ids: prep.promptIds,
+            params: prep.params,
+            created_at: now,
+          };
+          return { entry: { custom_id: req.custom_id, item: { line: p.line, key: prep.keyId }, kind: 'queue' }, payload };
+        } catch (e) {
+          if (e instanceof BatchgenError) return fail(e.code, e.message);
+          throw e;
+        }
+      }),
+    );
+    for (const { entry } of prepared) if (entry.kind === 'error') report.errors.push(entry.error);
+    report.errors.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    const needs = await this.io(() => this.store.register(batchId, prepared.map((p) => p.entry)));
+    const byKey = new Map<string, JobPayload[]>();
+    prepared.forEach((p, i) => {
+      if (!needs[i] || !p.payload) return;
+      const list = byKey.get(p.payload.key) ?? [];
+      list.push(p.payload);
+      byKey.set(p.payload.key, list);
+    });
+    const attempts = this.opts.attempts ?? 3;
+    const backoff = { type: 'exponential', delay: this.opts.backoffMs ?? 1000 };
+    for (const [keyId, payloads] of byKey) {
+      await this.io(() =>
+        this.queue(keyId).addBulk(
+          payloads.map((data) => ({
+            name: 'gen',
+            data,
+            opts: { jobId: jobIdOf(batchId, data.custom_id), attempts, backoff, removeOnComplete: true, removeOnFail: true },
+          })),
+        ),
+      );
+      report.enqueued += payloads.length;
+      keysUsed.add(keyId);
+    }
+    if (byKey.size > 0) {
+      const fields: string[] = [];
+      for (const k of byKey.keys()) fields.push(k, JSON.stringify({ ...parseKeyId(k), updated_at: now }));
+      await this.io(() => this.redis.hset(this.keys.registry(), ...fields));
+    }
+  }
+
+  /** Enqueues one request (native form; custom_id optional) and awaits its result. */
+  async generate(request: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<GenerateResult> {
+    const req = { custom_id: 'r0', ...request };
+    const handle = await this.submitBatch([req], { batchId: `gen_${randomBytes(12).toString('hex')}`, retentionS: this.opts.retentionS ?? 3600 });
+    const err = handle.report?.errors[0];
+    if (err) throw new BatchgenError(err.error.code as BatchgenError['code'], err.error.message);
+    const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
+    let delay = 5;
+    for (;;) {
+      const s = await this.io(() => this.store.settlement(handle.id, req.custom_id as string));
+      if (s && 'result' in s) {
+        const r = s.result;
+        return {
+          custom_id: r.custom_id,
+          text: r.text,
+          token_ids: r.token_ids,
+          finish_reason: r.finish_reason,
+          usage: { prompt_tokens: r.prompt_tokens, completion_tokens: r.completion_tokens },
+          seed: r.seed,
+        };
+      }
+      if (s && 'error' in s) throw new BatchgenError(s.error.error.code as BatchgenError['code'], s.error.error.message);
+      if (Date.now() > deadline) throw new BatchgenError('generation_failed', `no result within ${opts.timeoutMs} ms (batch ${handle.id})`);
+      await sleep(delay);
+      delay = Math.min(delay * 2, 100);
+    }
+  }
+
+  /** A handle on an existing batch. */
+  batch(batchId: string): BatchHandle {
+    return new BatchHandle(this, checkBatchId(batchId));
+  }
+
+  /** Cancels a batch: waiting jobs are removed, running ones finish. Returns the record after it. */
+  async cancel(batchId: string): Promise<BatchRecord> {
+    const st = await this.io(() => this.store.requestCancel(batchId));
+    if (st === null) throw new BatchgenError('invalid_request', `batch ${batchId} not found`);
+    if (st === 'cancelling') {
+      for await (const chunk of this.store.items(batchId)) {
+        const pending = chunk.filter(([, item]) => item.key !== null);
+        const settled = await this.io(() => this.store.settled(batchId, pending.map(([cid]) => cid)));
+        const removed: string[] = [];
+        await Promise.all(
+          pending.map(async ([cid, item], i) => {
+            if (settled[i]) return;
+            const q = this.queue(item.key!);
+            const jobId = jobIdOf(batchId, cid);
+            const n = await this.io(() => q.remove(jobId));
+            if (n === 1) removed.push(cid);
+            else if ((await this.io(() => q.getJobState(jobId))) === 'unknown') removed.push(cid); // never enqueued, or gone: cannot settle any more
+          }),
+        );
+        await this.io(() => this.store.markCancelled(batchId, removed));
+      }
+      await this.io(() => this.store.finalize(batchId));
+    }
+    const rec = await this.io(() => this.store.get(batchId));
+    this.log.info({ batchId, status: rec?.status }, 'batch cancel requested');
+    return rec!;
+  }
+
+  /** Closes queues and the connection; safe to call twice. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const q of this.queues.values()) await q.close().catch(() => {});
+      this.queues.clear();
+      this.redis.disconnect();
+    })();
+    return this.closing;
+  }
+}
+
+function parseObject(r: unknown, line: number): ParsedLine {
+  if (r === null || typeof r !== 'object' || Array.isArray(r)) {
+    return { ok: false, counted: false, error: errorRecord(line, null, 'invalid_request', `request ${line} is not an object`) };
+  }
+  const obj = r as Record<string, unknown>;
+  const cid = obj.custom_id;
+  if (typeof cid !== 'string' || cid.length === 0 || cid.length > 256) {
+    return { ok: false, counted: false, error: errorRecord(line, null, 'invalid_request', `request ${line}: custom_id must be a string of 1 to 256 characters`) };
+  }
+  try {
+    return { ok: true, request: requestFromObject(obj), line };
+  } catch (e) {
+    if (e instanceof BatchgenError) return { ok: false, counted: true, error: errorRecord(line, cid, e.code, e.message) };
+    throw e;
+  }
+}
+
+export class BatchHandle {
+  constructor(
+    private readonly client: GenerationClient,
+    readonly id: string,
+    /** What the submission did (absent for a handle on an existing batch). */
+    readonly report?: SubmitReport,
+  ) {}
+
+  async status(): Promise<BatchRecord> {
+    const r = await this.client.store.get(this.id).catch((e) => {
+      throw asRedisError(e, '');
+    });
+    if (!r) throw new BatchgenError('invalid_request', `batch ${this.id} not found (unknown, or expired after its retention)`);
+    return r;
+  }
+
+  /** Results in completion order; follows the batch until it is finished. */
+  async *results(opts: { pollMs?: number } = {}): AsyncGenerator<ResultRecord> {
+    let offset = 0;
+    for (;;) {
+      const rec = await this.status();
+      for await (const chunk of this.client.store.results(this.id, offset)) {
+        offset += chunk.length;
+        yield* chunk;
+      }
+      if (isTerminal(rec.status)) {
+        // anything written between the status read and the last range
+        for await (const chunk of this.client.store.results(this.id, offset)) {
+          offset += chunk.length;
+          yield* chunk;
+        }
+        return;
+      }
+      await sleep(opts.pollMs ?? 200);
+    }
+  }
+
+  /** Failed requests and rejected lines, by line. */
+  errors(): Promise<ErrorRecord[]> {
+    return this.client.store.errors(this.id);
+  }
+
+  /** Waits until the batch is completed, cancelled or failed. */
+  async wait(opts: WaitOptions = {}): Promise<BatchRecord> {
+    const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
+    let last = '';
+    for (;;) {
+      const r = await this.status();
+      const sig = `${r.status}:${r.counts.completed}:${r.counts.failed}:${r.counts.cancelled}:${r.counts.total}`;
+      if (sig !== last) {
+        last = sig;
+        opts.onProgress?.(r);
+      }
+      if (isTerminal(r.status)) return r;
+      if (Date.now() > deadline) throw new BatchgenError('generation_failed', `batch ${this.id} not finished within ${opts.timeoutMs} ms (${r.counts.completed + r.counts.failed}/${r.counts.total} done)`);
+      await sleep(opts.pollMs ?? 200);
+    }
+  }
+
+  cancel(): Promise<BatchRecord> {
+    return this.client.cancel(this.id);
+  }
+}

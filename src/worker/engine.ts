@@ -1,0 +1,116 @@
+/**
+ * What a worker runs rows with. `compiler` is the real one (src/compiler: compiled, warmed variants
+ * in a memory-bounded cache); `noop` answers at once without a model forward (for measuring the
+ * queue system itself). The compiler is imported only when used, so `noop` needs no tfjs.
+ */
+import type { RowRequest, RowResult } from '../compiler/types.js';
+import type { CompileKey } from '../shared/compile-key.js';
+import { loadModelInfo, type ModelSpec } from '../shared/models.js';
+
+export interface EngineModel {
+  name: string;
+  dir: string;
+  contextLength: number;
+  vocabSize: number;
+  decode(ids: number[]): Promise<string>;
+}
+
+export interface EngineVariant {
+  id: string;
+  batchSize: number;
+  /** rows.length ≤ batchSize; the rest are masked dummy rows. */
+  run(rows: RowRequest[]): Promise<RowResult[]>;
+}
+
+export interface EngineStats {
+  compiles: number;
+  retraces: number;
+  evictions: number;
+  bytes: number;
+}
+
+export interface Engine {
+  readonly kind: 'compiler' | 'noop';
+  /** The tfjs backend in use ('none' for noop). */
+  readonly backend: string;
+  loadModel(spec: ModelSpec): Promise<EngineModel>;
+  /** Compiles and warms one variant (a miss in the cache) or returns the cached one. */
+  compile(model: EngineModel, key: CompileKey, batchSize: number): Promise<EngineVariant>;
+  stats(): EngineStats;
+  dispose(): Promise<void>;
+}
+
+export interface EngineOptions {
+  /** Device bytes that compiled variants may hold (KV caches and workspace). Default 2 GiB. */
+  cacheBudgetBytes?: number;
+}
+
+type CompilerModule = typeof import('../compiler/index.js');
+type Loaded = Awaited<ReturnType<CompilerModule['loadModel']>>;
+
+/** The real engine: src/compiler. */
+export async function createCompilerEngine(opts: EngineOptions = {}): Promise<Engine> {
+  const c: CompilerModule = await import('../compiler/index.js');
+  const backend = await c.initBackend();
+  const cache = new c.VariantCache({ budgetBytes: opts.cacheBudgetBytes });
+  const loaded = new Map<string, Loaded>();
+  return {
+    kind: 'compiler',
+    backend,
+    async loadModel(spec) {
+      const m = await c.loadModel(spec.dir, spec.name);
+      loaded.set(spec.name, m);
+      return {
+        name: spec.name,
+        dir: spec.dir,
+        contextLength: m.folder.config.n_positions,
+        vocabSize: m.folder.config.vocab_size,
+        decode: (ids) => m.folder.tokenizer.decode(ids),
+      };
+    },
+    async compile(model, key, batchSize) {
+      const m = loaded.get(model.name);
+      if (!m) throw new Error(`model ${model.name} is not loaded`);
+      const v = await cache.get(m, key, batchSize);
+      return { id: v.id, batchSize: v.batchSize, run: (rows) => v.run(rows) };
+    },
+    stats() {
+      const s = cache.stats();
+      return { compiles: s.compiles, retraces: c.retraces(), evictions: s.evictions, bytes: s.bytes };
+    },
+    async dispose() {
+      await cache.dispose();
+      for (const m of loaded.values()) m.dispose();
+      loaded.clear();
+    },
+  };
+}
+
+/** Answers every row at once with max_new_tokens pad tokens: the cost of everything but the model. */
+export async function createNoopEngine(): Promise<Engine> {
+  let compiles = 0;
+  return {
+    kind: 'noop',
+    backend: 'none',
+    async loadModel(spec) {
+      const info = await loadModelInfo(spec);
+      return { name: spec.name, dir: spec.dir, contextLength: info.contextLength, vocabSize: info.vocabSize, decode: (ids) => info.tokenizer.decode(ids) };
+    },
+    async compile(model, key, batchSize) {
+      compiles += 1;
+      return {
+        id: `${model.name}:p${key.P}:n${key.N}:${key.strategy}:b${batchSize}`,
+        batchSize,
+        async run(rows) {
+          return rows.map((r) => ({ tokenIds: new Array<number>(r.params.max_new_tokens).fill(r.params.pad_token_id), finishReason: 'length' as const }));
+        },
+      };
+    },
+    stats: () => ({ compiles, retraces: 0, evictions: 0, bytes: 0 }),
+    async dispose() {},
+  };
+}
+
+export function createEngine(kind: 'compiler' | 'noop', opts: EngineOptions = {}): Promise<Engine> {
+  return kind === 'noop' ? createNoopEngine() : createCompilerEngine(opts);
+}

@@ -1,0 +1,60 @@
+/**
+ * Turning row results into result records, and deciding what a failure means. Writing goes through
+ * the BatchStore, whose scripts keep one result (or one error) per custom_id however many times a
+ * job is delivered.
+ */
+import type { RowResult } from '../compiler/types.js';
+import { BatchgenError, type ErrorCode } from '../shared/errors.js';
+import type { JobPayload, ResultRecord } from '../shared/schemas.js';
+
+/**
+ * The text of a result: the generated ids decoded. For an OpenAI line a final stop id is left out
+ * of the text, as OpenAI leaves out the stop sequence; the tokenizer skips special tokens anyway.
+ */
+export async function resultRecord(
+  payload: JobPayload,
+  row: RowResult,
+  decode: (ids: number[]) => Promise<string>,
+  meta: { worker: string; deliveries: number },
+): Promise<ResultRecord> {
+  const ids = row.tokenIds;
+  const textIds = payload.form === 'openai' && row.finishReason === 'eos' && ids.length > 0 && payload.params.stop_ids.includes(ids[ids.length - 1]) ? ids.slice(0, -1) : ids;
+  return {
+    custom_id: payload.custom_id,
+    line: payload.line,
+    form: payload.form,
+    model: payload.model,
+    text: await decode(textIds),
+    token_ids: ids,
+    finish_reason: row.finishReason,
+    prompt_tokens: payload.prompt_ids.length,
+    completion_tokens: ids.length,
+    seed: payload.params.seed,
+    key: payload.key,
+    worker: meta.worker,
+    created_at: payload.created_at,
+    finished_at: Date.now(),
+    deliveries: meta.deliveries,
+  };
+}
+
+/** Error codes that no retry can fix: the request itself is at fault. */
+const PERMANENT: ErrorCode[] = ['invalid_request', 'unsupported_parameter', 'context_length_exceeded', 'unknown_model', 'invalid_payload', 'shape_mismatch'];
+
+export interface FailureDecision {
+  code: string;
+  message: string;
+  /** no retry: write the error now and fail the job for good */
+  final: boolean;
+}
+
+/**
+ * Whether a failed job is retried: permanent errors never; others while attempts remain
+ * (`attemptsMade` failures so far, `attempts` allowed), as BullMQ counts them.
+ */
+export function decideFailure(err: unknown, attemptsMade: number, attempts: number): FailureDecision {
+  const code = err instanceof BatchgenError ? err.code : 'generation_failed';
+  const message = err instanceof Error ? err.message : String(err);
+  const permanent = err instanceof BatchgenError && PERMANENT.includes(err.code);
+  return { code, message, final: permanent || attemptsMade + 1 >= attempts };
+}

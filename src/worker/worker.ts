@@ -1,0 +1,672 @@
+/**
+ * A batchgen worker. It loads its models and compiles and warms every variant of the keys it holds
+ * **before** taking any job of those keys (a compile never happens while a job's lock is running),
+ * then loops: pick a queue with work (the registry says which keys have had work), collect a
+ * micro-batch from it, run it on the smallest allowed batch size, write one result per custom_id,
+ * complete the jobs. Locks of held jobs are renewed by a timer while the batch runs; the compiled
+ * function yields to the event loop between decode steps so that timer runs.
+ *
+ * A payload read from Redis is parsed again and an invalid one fails at once, unretried. A job that
+ * fails inside a batch is run again alone at once, so it cannot fail its neighbours; a job delivered
+ * before (it failed, or stalled when a worker died) always runs alone. Transient failures retry with
+ * BullMQ's backoff; a job stalled too often fails with its reason.
+ */
+import { hostname } from 'node:os';
+import type { Server } from 'node:http';
+import { Job, UnrecoverableError, Worker as BullWorker, type JobJson } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { RowResult } from '../compiler/types.js';
+import { BatchStore } from '../shared/batch-store.js';
+import { keyId, parseKeyId, type CompileKey } from '../shared/compile-key.js';
+import { Keyspace, type KeyspaceOptions, type QueueRef } from '../shared/keys.js';
+import type { ModelSpec } from '../shared/models.js';
+import { connectRedis, redactUrl, redisUrlFrom } from '../shared/redis.js';
+import type { JobPayload } from '../shared/schemas.js';
+import { componentLogger, type Logger } from '../observability/logger.js';
+import { MetricsRegistry, serveMetrics, type Counter, type Gauge, type Histogram } from '../observability/metrics.js';
+import { createEngine, type Engine, type EngineModel, type EngineVariant } from './engine.js';
+import { chooseQueue, checkBatchSizes, collect, paddedBatchSize, planBatches, type BatchState, type QueueLoad } from './micro-batcher.js';
+import { BAD_JSON_MARK, checkPayload } from './payload.js';
+import { decideFailure, resultRecord } from './results.js';
+
+/**
+ * Failures injected on purpose, for tests and drills only (from BATCHGEN_FAULTS, a JSON object).
+ * Never set in production.
+ */
+export interface Faults {
+  /** a batch holding one of these custom_ids throws */
+  throwOn?: string[];
+  /** a batch holding one of these custom_ids kills the process (SIGKILL) */
+  killOn?: string[];
+  /** extra time each variant's compile takes, blocking the event loop */
+  compileDelayMs?: number;
+  /** extra time each batch takes, yielding to the event loop */
+  runDelayMs?: number;
+}
+
+export interface BatchWorkerOptions extends KeyspaceOptions {
+  /** The models this worker serves. Required. */
+  models: ModelSpec[];
+  /** Default: REDIS_URL, else redis://127.0.0.1:6379. */
+  redisUrl?: string;
+  /** `compiler` (default), `noop`, or an engine object. */
+  engine?: 'compiler' | 'noop' | Engine;
+  /** Allowed batch sizes. Default [1, 2, 4, 8]. */
+  batchSizes?: number[];
+  /** How long to wait for more jobs after the first of a batch. Default 20 ms. */
+  maxWaitMs?: number;
+  /** Hold exactly these compile keys (`model:pP:nN:strategy`), warmed at start. Default: the keys of the registry. */
+  keys?: string[];
+  /** The most keys held when they come from the registry. Default 32. */
+  maxKeys?: number;
+  /** Lock duration of a taken job (renewed while its batch runs). Default 30000 ms. */
+  lockDurationMs?: number;
+  /** How often stalled jobs are looked for. Default 30000 ms. */
+  stalledIntervalMs?: number;
+  /** A job stalled more than this many times fails. Default 1. */
+  maxStalledCount?: number;
+  /** How often the registry is read for new keys. Default 1000 ms. */
+  registryRefreshMs?: number;
+  /** Longest sleep when no queue has work. Default 200 ms. */
+  idleMaxMs?: number;
+  /** Heartbeat interval (a record in Redis that expires). Default 2000 ms. */
+  heartbeatMs?: number;
+  /** Worker id in logs, tokens and heartbeats. Default `<host>-<pid>`. */
+  id?: string;
+  /** Serve Prometheus metrics on this port. Default: none. */
+  metricsPort?: number;
+  /** Device bytes compiled variants may hold. Default 2 GiB. */
+  cacheBudgetBytes?: number;
+  /** Default: BATCHGEN_FAULTS, else none. */
+  faults?: Faults;
+  logger?: Logger;
+}
+
+interface HeldKey {
+  id: string;
+  key: CompileKey;
+  ref: QueueRef;
+  model: EngineModel;
+  variants: Map<number, EngineVariant>;
+  bull: ManualWorker;
+  lastServedAt: number;
+}
+
+interface Taken {
+  job: Job;
+  token: string;
+}
+
+interface Ready extends Taken {
+  payload: JobPayload;
+}
+
+/** BullMQ's worker, used without a processor; job data that is not JSON becomes a marked object. */
+class ManualWorker extends BullWorker {
+  protected override createJob(data: JobJson, jobId: string): Job {
+    try {
+      return super.createJob(data, jobId);
+    } catch (e) {
+      return super.createJob({ ...data, data: JSON.stringify({ [BAD_JSON_MARK]: (e as Error).message }) }, jobId);
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function faultsFromEnv(): Faults {
+  const raw = process.env.BATCHGEN_FAULTS;
+  if (!raw) return {};
+  try {
+    return JSON.parse(raw) as Faults;
+  } catch {
+    throw new Error(`BATCHGEN_FAULTS is not JSON: ${raw}`);
+  }
+}
+
+interface WorkerMetrics {
+  registry: MetricsRegistry;
+  jobsCompleted: Counter;
+  jobsFailed: Counter;
+  jobsRetried: Counter;
+  duplicates: Counter;
+  batches: Counter;
+  rows: Counter;
+  dummyRows: Counter;
+  tokens: Counter;
+  promptTokens: Counter;
+  promptPaddedTokens: Counter;
+  isolated: Counter;
+  batchSeconds: Histogram;
+  state: Gauge;
+}
+
+export class BatchWorker {
+  readonly id: string;
+  readonly keys: Keyspace;
+  private readonly opts: Required<Pick<BatchWorkerOptions, 'maxWaitMs' | 'maxKeys' | 'lockDurationMs' | 'stalledIntervalMs' | 'maxStalledCount' | 'registryRefreshMs' | 'idleMaxMs' | 'heartbeatMs'>> &
+    BatchWorkerOptions;
+  private readonly sizes: number[];
+  private readonly faults: Faults;
+  private readonly log: Logger;
+  private redis: Redis | null = null;
+  private store: BatchStore | null = null;
+  private engine: Engine | null = null;
+  private readonly models = new Map<string, EngineModel>();
+  private readonly held = new Map<string, HeldKey>();
+  private readonly skipped = new Set<string>();
+  private tokenSeq = 0;
+  private _state: BatchState = 'idle';
+  private stopping = false;
+  private loopDone: Promise<void> | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private metricsServer: Server | null = null;
+  private closing: Promise<void> | null = null;
+  private readonly startedAt = Date.now();
+  private warmMs = 0;
+  private busyMs = 0;
+  readonly metrics: WorkerMetrics;
+
+  constructor(opts: BatchWorkerOptions) {
+    if (!opts.models || opts.models.length === 0) throw new Error('a worker needs at least one model (--model NAME=DIR)');
+    for (const [name, v] of Object.entries({
+      maxWaitMs: opts.maxWaitMs,
+      lockDurationMs: opts.lockDurationMs,
+      stalledIntervalMs: opts.stalledIntervalMs,
+      registryRefreshMs: opts.registryRefreshMs,
+      idleMaxMs: opts.idleMaxMs,
+      heartbeatMs: opts.heartbeatMs,
+    })) {
+      if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new Error(`${name} must be a number ≥ 0, got ${v}`);
+    }
+    if (opts.maxKeys !== undefined && !(Number.isInteger(opts.maxKeys) && opts.maxKeys >= 1)) throw new Error(`maxKeys must be a positive integer, got ${opts.maxKeys}`);
+    if (opts.maxStalledCount !== undefined && !(Number.isInteger(opts.maxStalledCount) && opts.maxStalledCount >= 0)) {
+      throw new Error(`maxStalledCount must be an integer ≥ 0, got ${opts.maxStalledCount}`);
+    }
+    this.opts = {
+      maxWaitMs: 20,
+      maxKeys: 32,
+      lockDurationMs: 30_000,
+      stalledIntervalMs: 30_000,
+      maxStalledCount: 1,
+      registryRefreshMs: 1000,
+      idleMaxMs: 200,
+      heartbeatMs: 2000,
+      ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
+    } as BatchWorker['opts'];
+    this.sizes = checkBatchSizes(opts.batchSizes ?? [1, 2, 4, 8]);
+    this.id = opts.id ?? `${hostname()}-${process.pid}`;
+    this.keys = new Keyspace(opts);
+    this.faults = opts.faults ?? faultsFromEnv();
+    this.log = opts.logger ?? componentLogger('worker', { worker: this.id });
+    for (const k of opts.keys ?? []) parseKeyId(k);
+    this.metrics = this.makeMetrics();
+  }
+
+  get state(): BatchState {
+    return this._state;
+  }
+
+  private setState(s: BatchState): void {
+    this._state = s;
+    this.metrics.state.set(['idle', 'collecting', 'running', 'settling', 'draining', 'stopped'].indexOf(s));
+  }
+
+  private makeMetrics(): WorkerMetrics {
+    const r = new MetricsRegistry();
+    const m: WorkerMetrics = {
+      registry: r,
+      jobsCompleted: r.counter('batchgen_jobs_completed_total', 'Jobs completed with a result'),
+      jobsFailed: r.counter('batchgen_jobs_failed_total', 'Jobs failed for good (error written)'),
+      jobsRetried: r.counter('batchgen_jobs_retried_total', 'Jobs failed and left to retry with backoff'),
+      duplicates: r.counter('batchgen_duplicate_deliveries_total', 'Results not written because the custom_id already had one'),
+      batches: r.counter('batchgen_batches_total', 'Batches run'),
+      rows: r.counter('batchgen_rows_total', 'Real rows run'),
+      dummyRows: r.counter('batchgen_dummy_rows_total', 'Masked dummy rows that padded batches to an allowed size'),
+      tokens: r.counter('batchgen_generated_tokens_total', 'Tokens generated for real rows'),
+      promptTokens: r.counter('batchgen_prompt_tokens_total', 'Real prompt tokens of real rows'),
+      promptPaddedTokens: r.counter('batchgen_prompt_bucket_tokens_total', 'Prompt bucket tokens of real rows (real + padding)'),
+      isolated: r.counter('batchgen_isolated_runs_total', 'Jobs run alone after their batch failed or after an earlier delivery'),
+      batchSeconds: r.histogram('batchgen_batch_seconds', 'Time to run one batch', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]),
+      state: r.gauge('batchgen_worker_state', 'Batch loop state: 0 idle, 1 collecting, 2 running, 3 settling, 4 draining, 5 stopped'),
+    };
+    r.gauge('batchgen_compiles', 'Variants compiled by this worker', () => this.engine?.stats().compiles ?? 0);
+    r.gauge('batchgen_retraces', 'Compilations or new kernel shapes after warm-up (must stay 0)', () => this.engine?.stats().retraces ?? 0);
+    r.gauge('batchgen_variant_evictions', 'Variants evicted from the compile cache', () => this.engine?.stats().evictions ?? 0);
+    r.gauge('batchgen_keys_held', 'Compile keys this worker holds warm', () => this.held.size);
+    r.gauge('batchgen_tokens_per_second', 'Generated tokens per second of busy time', () => (this.busyMs > 0 ? (m.tokens.total() * 1000) / this.busyMs : 0));
+    return m;
+  }
+
+  private starting: Promise<void> | null = null;
+
+  /** Connects, loads models, warms the initial keys, then runs the loop in the background. */
+  start(): Promise<void> {
+    this.starting ??= this.startOnce();
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<void> {
+    const url = redisUrlFrom(this.opts.redisUrl);
+    this.redis = await connectRedis({ url, role: 'worker', name: `batchgen-worker-${this.id}` });
+    this.redis.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
+    this.store = new BatchStore(this.redis, this.keys);
+    await this.checkEvictionPolicy();
+    this.engine = typeof this.opts.engine === 'object' ? this.opts.engine : await createEngine(this.opts.engine ?? 'compiler', { cacheBudgetBytes: this.opts.cacheBudgetBytes });
+    if (this.opts.metricsPort !== undefined) {
+      this.metricsServer = await serveMetrics(this.metrics.registry, this.opts.metricsPort);
+      this.log.info({ port: this.opts.metricsPort }, 'metrics at /metrics');
+    }
+    for (const spec of this.opts.models) {
+      const m = await this.engine.loadModel(spec);
+      this.models.set(spec.name, m);
+    }
+    this.log.info(
+      { redis: redactUrl(url), engine: this.engine.kind, backend: this.engine.backend, models: [...this.models.keys()], batchSizes: this.sizes, prefix: this.keys.prefix },
+      'worker starting',
+    );
+    const t0 = Date.now();
+    await this.refreshKeys();
+    this.warmMs = Date.now() - t0;
+    await this.heartbeat();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat().catch(() => {}), this.opts.heartbeatMs);
+    this.heartbeatTimer.unref();
+    if (this.stopping) return;
+    this.log.info({ keys: [...this.held.keys()], warmMs: this.warmMs, compiles: this.engine.stats().compiles }, 'warm: taking jobs');
+    this.loopDone = this.loop();
+  }
+
+  /** Resolves when the loop has ended (after stop()). */
+  async done(): Promise<void> {
+    await this.loopDone;
+  }
+
+  private async checkEvictionPolicy(): Promise<void> {
+    try {
+      const r = (await this.redis!.config('GET', 'maxmemory-policy')) as string[];
+      const policy = r[1];
+      if (policy !== 'noeviction') {
+        this.log.warn({ policy }, `Redis maxmemory-policy is "${policy}", not "noeviction": under memory pressure Redis may evict queue keys and lose jobs`);
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'could not read Redis maxmemory-policy (CONFIG GET refused?): make sure it is noeviction');
+    }
+  }
+
+  /** Holds new keys: explicit ones, or those of the registry for this worker's models. Compiles happen here, with no job held. */
+  private async refreshKeys(): Promise<void> {
+    let wanted: string[];
+    if (this.opts.keys) {
+      wanted = this.opts.keys;
+    } else {
+      const reg = await this.redis!.hgetall(this.keys.registry());
+      wanted = Object.entries(reg)
+        .map(([id, v]) => ({ id, at: Number((JSON.parse(v) as { updated_at?: number }).updated_at ?? 0) }))
+        .sort((a, b) => b.at - a.at)
+        .map((e) => e.id);
+    }
+    for (const id of wanted) {
+      if (this.stopping) return;
+      if (this.held.has(id) || this.skipped.has(id)) continue;
+      let key: CompileKey;
+      try {
+        key = parseKeyId(id);
+      } catch {
+        this.skipped.add(id);
+        continue;
+      }
+      const model = this.models.get(key.model);
+      if (!model) continue; // another worker's model
+      if (this.held.size >= this.opts.maxKeys) {
+        this.log.warn({ key: id, maxKeys: this.opts.maxKeys }, 'not holding key: maxKeys reached');
+        this.skipped.add(id);
+        continue;
+      }
+      try {
+        await this.hold(id, key, model);
+      } catch (e) {
+        this.log.error({ key: id, err: (e as Error).message }, 'cannot compile key: not holding it');
+        this.skipped.add(id);
+      }
+    }
+  }
+
+  private async hold(id: string, key: CompileKey, model: EngineModel): Promise<void> {
+    const log = this.log.child({ key: id });
+    const t0 = Date.now();
+    const variants = new Map<number, EngineVariant>();
+    for (const B of this.sizes) {
+      variants.set(B, await this.engine!.compile(model, key, B));
+      if (this.faults.compileDelayMs) {
+        const until = Date.now() + this.faults.compileDelayMs;
+        while (Date.now() < until) {
+          // blocks the event loop, as a long synchronous compile would
+        }
+      }
+    }
+    const evictions = this.engine!.stats().evictions;
+    if (evictions > 0) log.error({ evictions }, 'the compile cache evicted variants: raise the cache budget or hold fewer keys');
+    const ref = this.keys.queue(key);
+    const bull = new ManualWorker(ref.bullName, null, {
+      connection: this.redis!,
+      prefix: ref.bullPrefix,
+      autorun: false,
+      name: this.id,
+      lockDuration: this.opts.lockDurationMs,
+      stalledInterval: this.opts.stalledIntervalMs,
+      maxStalledCount: this.opts.maxStalledCount,
+    });
+    bull.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
+    await bull.waitUntilReady();
+    void bull.startStalledCheckTimer();
+    this.held.set(id, { id, key, ref, model, variants, bull, lastServedAt: 0 });
+    log.info({ batchSizes: this.sizes, ms: Date.now() - t0 }, 'key warm');
+  }
+
+  private async loop(): Promise<void> {
+    let idle = 5;
+    let lastRefresh = Date.now();
+    let errors = 0;
+    while (!this.stopping) {
+      try {
+        if (!this.opts.keys && Date.now() - lastRefresh >= this.opts.registryRefreshMs) {
+          lastRefresh = Date.now();
+          await this.refreshKeys();
+          if (this.stopping) break;
+        }
+        const pick = chooseQueue(await this.loads(), this.sizes[this.sizes.length - 1]);
+        let worked = false;
+        if (pick) {
+          const held = this.held.get(pick.id)!;
+          held.lastServedAt = Date.now();
+          this.setState('collecting');
+          const taken = await collect({ take: (n) => this.take(held, n) }, this.sizes[this.sizes.length - 1], { maxWaitMs: this.opts.maxWaitMs, pollMs: 2 });
+          if (taken.length > 0) {
+            worked = true;
+            await this.process(held, taken);
+          }
+        }
+        this.setState(this.stopping ? 'draining' : 'idle');
+        errors = 0;
+        if (worked) idle = 5;
+        else {
+          await sleep(idle);
+          idle = Math.min(idle * 2, this.opts.idleMaxMs);
+        }
+      } catch (e) {
+        errors += 1;
+        this.setState('idle');
+        this.log.error({ err: (e as Error).message }, 'worker loop error');
+        await sleep(Math.min(100 * 2 ** Math.min(errors, 5), 5000));
+      }
+    }
+  }
+
+  /** Waiting and delayed counts of every held queue, in one round trip. */
+  private async loads(): Promise<QueueLoad[]> {
+    const list = [...this.held.values()];
+    if (list.length === 0) return [];
+    const p = this.redis!.pipeline();
+    for (const h of list) p.llen(h.ref.waitList).zcard(h.ref.delayedSet);
+    const out = (await p.exec()) ?? [];
+    return list.map((h, i) => ({ id: h.id, waiting: Number(out[2 * i]?.[1] ?? 0), delayed: Number(out[2 * i + 1]?.[1] ?? 0), lastServedAt: h.lastServedAt }));
+  }
+
+  /** Takes up to n jobs from a held queue without blocking. */
+  private async take(held: HeldKey, n: number): Promise<Taken[]> {
+    if (this.stopping) return [];
+    const tokens = Array.from({ length: n }, () => `${this.id}:${++this.tokenSeq}`);
+    const jobs = await Promise.all(tokens.map((t) => held.bull.getNextJob(t, { block: false })));
+    const out: Taken[] = [];
+    jobs.forEach((job, i) => {
+      if (job) out.push({ job, token: tokens[i] });
+    });
+    return out;
+  }
+
+  /** Runs what was collected: checks, cancels, batches, settles. */
+  private async process(held: HeldKey, taken: Taken[]): Promise<void> {
+    const live = new Set<Taken>(taken);
+    const renew = setInterval(() => {
+      const list = [...live];
+      if (list.length === 0) return;
+      held.bull
+        .extendJobLocks(
+          list.map((t) => t.job.id!),
+          list.map((t) => t.token),
+          this.opts.lockDurationMs,
+        )
+        .then((failed) => {
+          if (Array.isArray(failed) && failed.length) this.log.warn({ key: held.id, jobs: failed }, 'lock renewal failed (another worker may take these jobs)');
+        })
+        .catch((e: Error) => this.log.warn({ key: held.id, err: e.message }, 'lock renewal error'));
+    }, Math.max(50, Math.floor(this.opts.lockDurationMs / 3)));
+    const t0 = Date.now();
+    try {
+      this.setState('running');
+      const ready: Ready[] = [];
+      for (const t of taken) {
+        if (t.job.deferredFailure) {
+          await this.settleFailure(held, t, null, new Error(`${t.job.deferredFailure} (a worker holding it stopped or died ${t.job.stalledCounter} times)`), true);
+          live.delete(t);
+          continue;
+        }
+        const chk = checkPayload(t.job.id, t.job.data, { key: held.key, contextLength: held.model.contextLength, vocabSize: held.model.vocabSize });
+        if (!chk.ok) {
+          this.log.warn({ key: held.id, job: t.job.id, reason: chk.reason }, 'invalid payload: failed without retry');
+          await this.failInvalid(t, chk.reason, chk.batchId, chk.customId, chk.line);
+          live.delete(t);
+          continue;
+        }
+        ready.push({ ...t, payload: chk.payload });
+      }
+      const runnable = await this.dropCancelled(ready, live);
+      const groups = planBatches(runnable, (r) => r.job.attemptsStarted, this.sizes[this.sizes.length - 1]);
+      for (const g of groups) {
+        if (g.length === 1 && g[0].job.attemptsStarted > 1) this.metrics.isolated.inc();
+        await this.runGroup(held, g, live);
+      }
+    } finally {
+      clearInterval(renew);
+      this.busyMs += Date.now() - t0;
+    }
+  }
+
+  /** Jobs of batches being cancelled are completed without running, and counted as cancelled. */
+  private async dropCancelled(ready: Ready[], live: Set<Taken>): Promise<Ready[]> {
+    const ids = [...new Set(ready.map((r) => r.payload.batch_id))];
+    const st = await this.store!.statuses(ids);
+    const cancelled = new Set(ids.filter((_, i) => st[i] === 'cancelling' || st[i] === 'cancelled'));
+    if (cancelled.size === 0) return ready;
+    const keep: Ready[] = [];
+    for (const r of ready) {
+      if (!cancelled.has(r.payload.batch_id)) {
+        keep.push(r);
+        continue;
+      }
+      await this.store!.markCancelled(r.payload.batch_id, [r.payload.custom_id]);
+      await r.job.moveToCompleted(null, r.token, false).catch((e: Error) => this.log.warn({ job: r.job.id, err: e.message }, 'could not complete a cancelled job'));
+      live.delete(r);
+    }
+    return keep;
+  }
+
+  private async runRows(held: HeldKey, group: Ready[]): Promise<RowResult[]> {
+    const B = paddedBatchSize(group.length, this.sizes);
+    const variant = held.variants.get(B)!;
+    const cids = group.map((g) => g.payload.custom_id);
+    this.log.info({ key: held.id, rows: group.length, B, jobs: group.map((g) => g.job.id) }, 'batch started');
+    if (this.faults.killOn?.some((c) => cids.includes(c))) {
+      this.log.warn({ key: held.id }, 'fault injection: killing the process mid-batch');
+      process.kill(process.pid, 'SIGKILL');
+      await sleep(10_000);
+    }
+    if (this.faults.runDelayMs) {
+      const until = Date.now() + this.faults.runDelayMs;
+      while (Date.now() < until) await sleep(Math.min(50, until - Date.now()));
+    }
+    if (this.faults.throwOn?.some((c) => cids.includes(c))) throw new Error('fault injection: this batch fails');
+    const t0 = performance.now();
+    const out = await variant.run(group.map((g) => ({ promptIds: g.payload.prompt_ids, params: g.payload.params })));
+    const secs = (performance.now() - t0) / 1000;
+    this.metrics.batchSeconds.observe(secs);
+    this.metrics.batches.inc();
+    this.metrics.rows.inc(group.length);
+    this.metrics.dummyRows.inc(B - group.length);
+    for (const g of group) {
+      this.metrics.promptTokens.inc(g.payload.prompt_ids.length);
+      this.metrics.promptPaddedTokens.inc(held.key.P);
+    }
+    this.metrics.tokens.inc(out.reduce((s, r) => s + r.tokenIds.length, 0));
+    return out;
+  }
+
+  /** Runs a group; if it fails with several jobs, each runs again alone so one bad job cannot fail the others. */
+  private async runGroup(held: HeldKey, group: Ready[], live: Set<Taken>): Promise<void> {
+    let out: RowResult[];
+    try {
+      this.setState('running');
+      out = await this.runRows(held, group);
+    } catch (e) {
+      if (group.length > 1) {
+        this.log.warn({ key: held.id, rows: group.length, err: (e as Error).message }, 'batch failed: running its jobs one by one');
+        for (const g of group) {
+          this.metrics.isolated.inc();
+          await this.runGroup(held, [g], live);
+        }
+        return;
+      }
+      this.setState('settling');
+      await this.settleFailure(held, group[0], group[0].payload, e, false);
+      live.delete(group[0]);
+      return;
+    }
+    this.setState('settling');
+    await Promise.all(
+      group.map(async (g, i) => {
+        await this.settleSuccess(held, g, out[i]);
+        live.delete(g);
+      }),
+    );
+  }
+
+  private async settleSuccess(held: HeldKey, r: Ready, row: RowResult): Promise<void> {
+    const rec = await resultRecord(r.payload, row, held.model.decode, { worker: this.id, deliveries: r.job.attemptsStarted });
+    const w = await this.store!.writeResult(r.payload.batch_id, rec);
+    if (w === 0) {
+      this.metrics.duplicates.inc();
+      this.log.info({ job: r.job.id }, 'second delivery: result already written, not written again');
+    } else if (w < 0) {
+      this.log.warn({ job: r.job.id, batch: r.payload.batch_id }, 'result for an unknown batch or custom_id (expired, or never submitted): not stored');
+    }
+    this.metrics.jobsCompleted.inc();
+    await r.job.moveToCompleted(null, r.token, false).catch((e: Error) => this.log.warn({ job: r.job.id, err: e.message }, 'could not complete job (lock lost?); its result is stored once'));
+  }
+
+  /** A failed job: retried with backoff while attempts remain and the error is not permanent; else its error is written. */
+  private async settleFailure(held: HeldKey, t: Taken, payload: JobPayload | null, err: unknown, forceFinal: boolean): Promise<void> {
+    const d = decideFailure(err, t.job.attemptsMade, t.job.opts.attempts ?? 1);
+    const final = forceFinal || d.final;
+    let batchId = payload?.batch_id ?? null;
+    let customId = payload?.custom_id ?? null;
+    if (!payload && t.job.id) {
+      const i = t.job.id.indexOf('/');
+      if (i > 0) {
+        batchId = t.job.id.slice(0, i);
+        customId = t.job.id.slice(i + 1).replace(/%3A/g, ':').replace(/%25/g, '%');
+      }
+    }
+    const line = payload?.line ?? (typeof (t.job.data as { line?: unknown })?.line === 'number' ? ((t.job.data as { line: number }).line) : null);
+    if (final) {
+      if (batchId && customId) {
+        await this.writeErrorSafe(batchId, customId, line, d.code, d.message);
+      }
+      this.metrics.jobsFailed.inc();
+      this.log.warn({ key: held.id, job: t.job.id, code: d.code, err: d.message }, 'job failed');
+      await t.job.moveToFailed(new UnrecoverableError(d.message), t.token, false).catch((e: Error) => this.log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
+    } else {
+      this.metrics.jobsRetried.inc();
+      this.log.warn({ key: held.id, job: t.job.id, code: d.code, err: d.message, attempt: t.job.attemptsMade + 1 }, 'job failed: retrying with backoff');
+      await t.job.moveToFailed(err instanceof Error ? err : new Error(String(err)), t.token, false).catch((e: Error) => this.log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
+    }
+  }
+
+  private async failInvalid(t: Taken, reason: string, batchId: string | null, customId: string | null, line: number | null): Promise<void> {
+    if (batchId && customId) await this.writeErrorSafe(batchId, customId, line, 'invalid_payload', reason);
+    this.metrics.jobsFailed.inc();
+    await t.job.moveToFailed(new UnrecoverableError(`invalid payload: ${reason}`), t.token, false).catch((e: Error) => this.log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
+  }
+
+  private async writeErrorSafe(batchId: string, customId: string, line: number | null, code: string, message: string): Promise<void> {
+    try {
+      await this.store!.writeError(batchId, { line, custom_id: customId, error: { code, message } });
+    } catch (e) {
+      this.log.warn({ batch: batchId, err: (e as Error).message }, 'could not record the error in its batch');
+    }
+  }
+
+  /** What this worker reports about itself (heartbeat, demo summary). */
+  stats(): Record<string, unknown> {
+    const e = this.engine?.stats();
+    return {
+      id: this.id,
+      pid: process.pid,
+      state: this._state,
+      engine: this.engine?.kind,
+      backend: this.engine?.backend,
+      models: [...this.models.keys()],
+      keys: [...this.held.keys()],
+      variants: this.held.size * this.sizes.length,
+      batch_sizes: this.sizes,
+      compiles: e?.compiles ?? 0,
+      retraces: e?.retraces ?? 0,
+      evictions: e?.evictions ?? 0,
+      jobs_completed: this.metrics.jobsCompleted.total(),
+      jobs_failed: this.metrics.jobsFailed.total(),
+      jobs_retried: this.metrics.jobsRetried.total(),
+      duplicates: this.metrics.duplicates.total(),
+      isolated: this.metrics.isolated.total(),
+      batches: this.metrics.batches.total(),
+      rows: this.metrics.rows.total(),
+      dummy_rows: this.metrics.dummyRows.total(),
+      tokens: this.metrics.tokens.total(),
+      prompt_tokens: this.metrics.promptTokens.total(),
+      prompt_bucket_tokens: this.metrics.promptPaddedTokens.total(),
+      busy_ms: this.busyMs,
+      warm_ms: this.warmMs,
+      started_at: this.startedAt,
+      updated_at: Date.now(),
+    };
+  }
+
+  private async heartbeat(ttlMs = this.opts.heartbeatMs * 3): Promise<void> {
+    if (!this.redis) return;
+    await this.redis.set(this.keys.worker(this.id), JSON.stringify(this.stats()), 'PX', Math.max(ttlMs, 1000));
+  }
+
+  /** Stops taking jobs, finishes the batch in hand, closes everything. Safe to call twice. */
+  stop(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopping = true;
+      if (this._state === 'idle') this.setState('draining');
+      await this.starting?.catch(() => {});
+      await this.loopDone?.catch(() => {});
+      this.setState('stopped');
+      if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+      // the last heartbeat stays a minute, for summaries
+      await this.heartbeat(60_000).catch(() => {});
+      for (const h of this.held.values()) await h.bull.close().catch(() => {});
+      this.held.clear();
+      if (this.metricsServer) await new Promise<void>((r) => this.metricsServer!.close(() => r()));
+      await this.engine?.dispose().catch(() => {});
+      this.redis?.disconnect();
+      this.log.info(
+        { jobs: this.metrics.jobsCompleted.total(), failed: this.metrics.jobsFailed.total(), batches: this.metrics.batches.total(), compiles: this.engine?.stats().compiles, retraces: this.engine?.stats().retraces },
+        'worker stopped',
+      );
+    })();
+    return this.closing;
+  }
+}
+
+export { keyId };

@@ -1,0 +1,73 @@
+/** Starts a private redis-server on a free port with a temporary folder, for tests and benchmarks. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+export function hasRedisServer(): boolean {
+  return spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface RedisServer {
+  url: string;
+  port: number;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'batchgen-redis-'));
+  const port = await freePort();
+  const proc: ChildProcess = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs],
+    { stdio: 'ignore' },
+  );
+  const url = `redis://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => {});
+    try {
+      await r.connect();
+      await r.ping();
+      r.disconnect();
+      break;
+    } catch {
+      r.disconnect();
+      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`redis-server did not start on port ${port}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+  let stopped = false;
+  return {
+    url,
+    port,
+    dir,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      if (proc.exitCode === null) {
+        const exited = new Promise<void>((res) => proc.once('exit', () => res()));
+        proc.kill('SIGTERM');
+        await Promise.race([exited, new Promise((res) => setTimeout(res, 3000))]);
+        if (proc.exitCode === null) proc.kill('SIGKILL');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
