@@ -113,6 +113,8 @@ class ManualWorker extends BullWorker {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** A key whose compile failed is tried again after this long. */
+const KEY_RETRY_MS = 30_000;
 
 function faultsFromEnv(): Faults {
   const raw = process.env.BATCHGEN_FAULTS;
@@ -154,7 +156,8 @@ export class BatchWorker {
   private engine: Engine | null = null;
   private readonly models = new Map<string, EngineModel>();
   private readonly held = new Map<string, HeldKey>();
-  private readonly skipped = new Set<string>();
+  /** keys not held: not a key, over maxKeys (forever), or a failed compile (retried after a while) */
+  private readonly skipped = new Map<string, number>();
   private tokenSeq = 0;
   private _state: BatchState = 'idle';
   private stopping = false;
@@ -307,26 +310,26 @@ export class BatchWorker {
     }
     for (const id of wanted) {
       if (this.stopping) return;
-      if (this.held.has(id) || this.skipped.has(id)) continue;
+      if (this.held.has(id) || (this.skipped.get(id) ?? 0) > Date.now()) continue;
       let key: CompileKey;
       try {
         key = parseKeyId(id);
       } catch {
-        this.skipped.add(id);
+        this.skipped.set(id, Infinity);
         continue;
       }
       const model = this.models.get(key.model);
       if (!model) continue; // another worker's model
       if (this.held.size >= this.opts.maxKeys) {
         this.log.warn({ key: id, maxKeys: this.opts.maxKeys }, 'not holding key: maxKeys reached');
-        this.skipped.add(id);
+        this.skipped.set(id, Infinity);
         continue;
       }
       try {
         await this.hold(id, key, model);
       } catch (e) {
-        this.log.error({ key: id, err: (e as Error).message }, 'cannot compile key: not holding it');
-        this.skipped.add(id);
+        this.log.error({ key: id, err: (e as Error).message, retryInMs: KEY_RETRY_MS }, 'cannot compile key: not holding it for now');
+        this.skipped.set(id, Date.now() + KEY_RETRY_MS);
       }
     }
   }
