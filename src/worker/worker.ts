@@ -82,6 +82,37 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
   logger?: Logger;
 }
 
+/** A worker's heartbeat record (JSON in Redis under Keyspace.worker(id)). */
+export interface WorkerStats {
+  id: string;
+  pid: number;
+  state: BatchState;
+  engine?: string;
+  backend?: string;
+  models: string[];
+  keys: string[];
+  variants: number;
+  batch_sizes: number[];
+  compiles: number;
+  retraces: number;
+  evictions: number;
+  jobs_completed: number;
+  jobs_failed: number;
+  jobs_retried: number;
+  duplicates: number;
+  isolated: number;
+  batches: number;
+  rows: number;
+  dummy_rows: number;
+  tokens: number;
+  prompt_tokens: number;
+  prompt_bucket_tokens: number;
+  busy_ms: number;
+  warm_ms: number;
+  started_at: number;
+  updated_at: number;
+}
+
 interface HeldKey {
   id: string;
   key: CompileKey;
@@ -609,7 +640,7 @@ export class BatchWorker {
   }
 
   /** What this worker reports about itself (heartbeat, demo summary). */
-  stats(): Record<string, unknown> {
+  stats(): WorkerStats {
     const e = this.engine?.stats();
     return {
       id: this.id,
