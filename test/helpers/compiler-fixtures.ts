@@ -1,0 +1,158 @@
+/**
+ * Shared set-up for the compiler tests: small random model folders written to a temporary folder
+ * (removed at exit), parameters resolved as a request would be, and a direct driver of the GPT-2
+ * forward (prefill + decode steps over a KV cache) that returns raw logits.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadModel, makeModel, tf, type LoadedModel } from '../../src/compiler/index.js';
+import type { MakeModelOptions } from '../../src/compiler/make-model.js';
+import { prefill, decodeStep } from '../../src/compiler/gpt2.js';
+import { KvCache } from '../../src/compiler/kv-cache.js';
+import { readSafetensors, writeSafetensors } from '../../src/compiler/safetensors.js';
+import { parseBucketPolicy, type BucketPolicy } from '../../src/shared/buckets.js';
+import { resolveParams, type GenerationParams, type ResolvedParams } from '../../src/shared/params.js';
+import type { RefModel } from './reference-gpt2.js';
+
+const roots: string[] = [];
+process.on('exit', () => {
+  for (const r of roots) fs.rmSync(r, { recursive: true, force: true });
+});
+
+/** A fresh temporary folder, removed when the process exits. */
+export function tempDir(prefix = 'batchgen-compiler-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  roots.push(dir);
+  return dir;
+}
+
+export const SMALL: Omit<MakeModelOptions, 'out'> = { layers: 2, heads: 2, embd: 64, positions: 128 };
+
+/** Writes a small random model folder and loads it. */
+export async function smallModel(name: string, opts: Omit<MakeModelOptions, 'out'> = {}): Promise<LoadedModel> {
+  const dir = path.join(tempDir(), name);
+  await makeModel({ ...SMALL, ...opts, out: dir });
+  return loadModel(dir, name);
+}
+
+/** Seeded normal samples (mulberry32 + Box-Muller), independent of the model maker's generator. */
+export function normals(n: number, seed: number, std: number): Float32Array {
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = std * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+/**
+ * A model folder with an explicit (untied) `lm_head.weight` of the given std. A large std gives
+ * peaked next-token distributions (clear argmax, sampling that matters, beams that differ).
+ */
+export async function untiedModel(name: string, lmHeadStd: number, opts: Omit<MakeModelOptions, 'out'> = {}, headSeed = 77): Promise<LoadedModel> {
+  const dir = path.join(tempDir(), name);
+  await makeModel({ ...SMALL, ...opts, out: dir });
+  const file = path.join(dir, 'model.safetensors');
+  const tensors = Object.fromEntries(readSafetensors(file));
+  const wte = tensors['wte.weight'];
+  tensors['lm_head.weight'] = { dtype: wte.dtype, shape: [...wte.shape], data: normals(wte.data.length, headSeed, lmHeadStd) };
+  writeSafetensors(file, tensors);
+  return loadModel(dir, name);
+}
+
+export function refOf(m: LoadedModel): RefModel {
+  return { config: m.folder.config, weights: m.folder.weights };
+}
+
+/** Parameters as a request with these fields would get them. */
+export function params(m: LoadedModel, req: GenerationParams): ResolvedParams {
+  return resolveParams(req, m.defaults, () => 12345);
+}
+
+export function policy(text: string): BucketPolicy {
+  return parseBucketPolicy(text);
+}
+
+/** Deterministic pseudo-random token ids in [lo, hi). */
+export function randomIds(n: number, seed: number, lo = 0, hi = 50000): number[] {
+  let s = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return lo + (s % (hi - lo));
+  });
+}
+
+const NEG = -1e9;
+
+/**
+ * Runs the forward pass directly: rows left padded into a prompt bucket P, prefill, then one decode
+ * step per entry of `feed[r]` (all rows the same number of steps) over a KV cache of P + steps
+ * positions. Returns the logits after the prompt and after each fed token: out[step][row] (length V).
+ * `inspect` sees the cache after the prefill (step 0) and after each decode step.
+ */
+export function forwardSteps(
+  m: LoadedModel,
+  prompts: number[][],
+  P: number,
+  feed: number[][],
+  inspect?: (cache: KvCache, step: number) => void,
+): Float32Array[][] {
+  const c = m.folder.config;
+  const R = prompts.length;
+  const steps = feed[0]?.length ?? 0;
+  const T = P + Math.max(1, steps);
+  const V = c.vocab_size;
+  const cache = new KvCache(c.n_layer, R, c.n_head, T, c.n_embd / c.n_head);
+  const out: Float32Array[][] = [];
+  const split = (flat: Float32Array) => Array.from({ length: R }, (_, r) => flat.slice(r * V, (r + 1) * V));
+  try {
+    const ids = new Int32Array(R * P);
+    const pos = new Int32Array(R * P);
+    const mask = new Float32Array(R * P);
+    const stepBias = new Float32Array(R * T).fill(NEG);
+    prompts.forEach((p, r) => {
+      if (p.length > P) throw new RangeError(`prompt of ${p.length} tokens in bucket ${P}`);
+      const off = P - p.length;
+      p.forEach((id, j) => {
+        ids[r * P + off + j] = id;
+        pos[r * P + off + j] = j;
+        mask[r * P + off + j] = 1;
+        stepBias[r * T + off + j] = 0;
+      });
+    });
+    // bias[r, 0, q, k] = 0 where k ≤ q and k is a real token, else NEG
+    const bias = new Float32Array(R * P * P).fill(NEG);
+    for (let r = 0; r < R; r++) for (let q = 0; q < P; q++) for (let k = 0; k <= q; k++) if (mask[r * P + k] === 1) bias[(r * P + q) * P + k] = 0;
+    const first = tf.tidy(() =>
+      prefill(m.weights, cache, tf.tensor2d(ids, [R, P], 'int32'), tf.tensor2d(pos, [R, P], 'int32'), tf.tensor4d(bias, [R, 1, P, P])),
+    );
+    out.push(split(first.dataSync() as Float32Array));
+    first.dispose();
+    inspect?.(cache, 0);
+    for (let t = 0; t < steps; t++) {
+      for (let r = 0; r < R; r++) stepBias[r * T + P + t] = 0;
+      const logits = tf.tidy(() =>
+        decodeStep(
+          m.weights,
+          cache,
+          tf.tensor1d(feed.map((f) => f[t]), 'int32'),
+          tf.tensor1d(prompts.map((p) => p.length + t), 'int32'),
+          P + t,
+          tf.tensor3d(stepBias, [R, 1, T]),
+        ),
+      );
+      out.push(split(logits.dataSync() as Float32Array));
+      logits.dispose();
+      inspect?.(cache, t + 1);
+    }
+  } finally {
+    cache.dispose();
+  }
+  return out;
+}
