@@ -1,0 +1,13 @@
+# batchgen image: the CLI (workers, producers) on Node 20. Build: docker build -t batchgen .
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+COPY bin ./bin
+COPY src ./src
+COPY test ./test
+COPY bench ./bench
+# npm ci runs `prepare` (tsc) once the sources are in place; optional GPU packages are skipped if they cannot install
+RUN npm ci --no-audit --no-fund && npm prune --omit=dev
+ENV NODE_ENV=production
+ENTRYPOINT ["node", "/app/bin/batchgen.js"]
+CMD ["--help"]
