@@ -55,7 +55,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       const line = { prompt: prompts[i], prompt_token_ids: encoded[i], token_ids: r.tokenIds, text, finish_reason: r.finishReason };
       process.stdout.write(`${JSON.stringify(line)}\n`);
     } else {
-      process.stdout.write(`${prompts[i]}\x1b[1m${text}\x1b[0m\n  (${r.tokenIds.length} tokens, ${r.finishReason})\n`);
+      const bold = (x: string) => (process.stdout.isTTY ? `\x1b[1m${x}\x1b[0m` : x);
+      process.stdout.write(`${prompts[i]}${bold(text)}\n  (${r.tokenIds.length} tokens, ${r.finishReason})\n`);
     }
   }
   const tokens = results.reduce((n, r) => n + r.tokenIds.length, 0);

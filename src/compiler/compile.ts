@@ -18,7 +18,7 @@ import { ShapeScope } from './shape-tracker.js';
 import type { RowRequest, RowResult } from './types.js';
 import { variantId, type CompileKey } from '../shared/compile-key.js';
 import { BatchgenError, ShapeMismatchError } from '../shared/errors.js';
-import { beamsOf, strategyOf, type GenerationDefaults, type ResolvedParams } from '../shared/params.js';
+import { MAX_STOP_TOKEN_IDS, beamsOf, strategyOf, type GenerationDefaults, type ResolvedParams } from '../shared/params.js';
 
 /** What a variant needs of a loaded model. */
 export interface VariantModel {
@@ -27,8 +27,6 @@ export interface VariantModel {
   defaults: GenerationDefaults;
 }
 
-/** Beam search keeps up to this many candidates per beam each step (HF: max(2, 1 + #eos)). */
-const BEAM_CANDIDATES_PER_BEAM = 8;
 const NEG = -1e9;
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -68,7 +66,7 @@ export class CompiledVariant {
     this.id = variantId({ ...key, B: batchSize });
     this.beams = beamsOf(key.strategy);
     this.cache = new KvCache(c.n_layer, batchSize * this.beams, c.n_head, key.P + key.N, c.n_embd / c.n_head);
-    this.causal = tf.linalg.bandPart(tf.ones([key.P, key.P]), -1, 0) as tf.Tensor2D;
+    this.causal = tf.tidy(() => tf.linalg.bandPart(tf.ones([key.P, key.P]), -1, 0)) as tf.Tensor2D;
   }
 
   /** Allocates the variant and warms it up: every kernel signature it will use is seen here. */
@@ -240,7 +238,9 @@ export class CompiledVariant {
             return row;
           })
         : [];
-    const candidates = Math.min(k * V, BEAM_CANDIDATES_PER_BEAM * k);
+    // Hugging Face keeps max(2, 1 + #stop ids)·k candidates per step; the variant fetches enough for
+    // the model's EOS ids plus the most a request can add, and each row uses its own prefix.
+    const candidates = Math.min(k * V, BeamRow.candidatesNeeded(k, this.model.defaults.eos_token_id.length + MAX_STOP_TOKEN_IDS));
 
     try {
       for (let t = 0; t < maxSteps; t++) {

@@ -128,12 +128,13 @@ export function logSoftmax(s: tf.Tensor2D): tf.Tensor2D {
 
 /**
  * Inverse-CDF sampling with one host-drawn uniform per row: the first index whose cumulative
- * probability exceeds u·total. Zero-probability tokens are never chosen.
+ * probability exceeds u·total (the count of entries with cum ≤ u·total). Zero-probability tokens
+ * are never chosen, even for u = 0.
  */
 export function sampleRows(scores: tf.Tensor2D, uniforms: tf.Tensor2D): tf.Tensor1D {
   const cum = tf.cumsum(tf.softmax(scores), 1);
   const V = scores.shape[1];
   const total = tf.slice(cum, [0, V - 1], [-1, 1]);
-  const below = tf.step(tf.sub(tf.mul(uniforms, total), cum)); // cum < u·total
+  const below = tf.sub(1, tf.step(tf.sub(cum, tf.mul(uniforms, total)))); // cum ≤ u·total
   return tf.minimum(tf.sum(tf.cast(below, 'int32'), 1), tf.scalar(V - 1, 'int32')) as tf.Tensor1D;
 }

@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { BatchgenError } from './errors.js';
 
+/** The most stop ids a request may add (beam variants fetch enough candidates for this many). */
+export const MAX_STOP_TOKEN_IDS = 16;
+
 /**
  * Generation parameters, with Hugging Face's names. Everything is optional: what a request leaves
  * out comes from the model folder's generation_config.json, then from Hugging Face's defaults.
@@ -18,7 +21,7 @@ export const GenerationParams = z
     length_penalty: z.number().min(-100).max(100),
     early_stopping: z.union([z.boolean(), z.literal('never')]),
     /** Extra token ids that end a row, besides the model's EOS. */
-    stop_token_ids: z.array(z.number().int().min(0)).max(16),
+    stop_token_ids: z.array(z.number().int().min(0)).max(MAX_STOP_TOKEN_IDS),
   })
   .partial()
   .strict();
