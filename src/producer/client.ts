@@ -173,10 +173,17 @@ export class GenerationClient {
     const report: SubmitReport = { batchId, requests: 0, enqueued: 0, errors: [], keys: [], status: 'validating' };
     const keysUsed = new Set<string>();
     let chunk: ParsedLine[] = [];
+    // one chunk's Redis writes overlap the validation and tokenization of the next
+    let inflight: Promise<void> = Promise.resolve();
     const flush = async () => {
       const c = chunk;
       chunk = [];
-      await this.flush(batchId, c, report, keysUsed);
+      if (c.length === 0) return;
+      const prepared = await this.prepareChunk(batchId, c, report);
+      const prev = inflight;
+      inflight = prev.then(() => this.enqueueChunk(batchId, prepared, report, keysUsed));
+      inflight.catch(() => {}); // awaited below; this only marks the rejection as handled meanwhile
+      await prev;
     };
     for await (const p of lines) {
       if (!p.ok && !p.counted) {
@@ -198,6 +205,8 @@ export class GenerationClient {
       if (chunk.length >= chunkSize) await flush();
     }
     await flush();
+    await inflight;
+    report.errors.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     await this.io(() => this.store.reject(batchId, rejects));
     report.status = await this.io(() => this.store.endSubmit(batchId));
     report.keys = [...keysUsed].sort();
@@ -205,9 +214,8 @@ export class GenerationClient {
     return report;
   }
 
-  /** Validates and prepares a chunk, registers it in the batch record, then enqueues what needs it. */
-  private async flush(batchId: string, chunk: ParsedLine[], report: SubmitReport, keysUsed: Set<string>): Promise<void> {
-    if (chunk.length === 0) return;
+  /** Validates, tokenizes and prepares the jobs of a chunk. */
+  private async prepareChunk(batchId: string, chunk: ParsedLine[], report: SubmitReport): Promise<{ entry: RegisterEntry; payload?: JobPayload }[]> {
     const now = Date.now();
     const prepared = await Promise.all(
       chunk.map(async (p): Promise<{ entry: RegisterEntry; payload?: JobPayload }> => {
@@ -244,7 +252,12 @@ export class GenerationClient {
       }),
     );
     for (const { entry } of prepared) if (entry.kind === 'error') report.errors.push(entry.error);
-    report.errors.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    return prepared;
+  }
+
+  /** Registers a prepared chunk in the batch record, then enqueues the jobs that need it. */
+  private async enqueueChunk(batchId: string, prepared: { entry: RegisterEntry; payload?: JobPayload }[], report: SubmitReport, keysUsed: Set<string>): Promise<void> {
+    const now = Date.now();
     const needs = await this.io(() => this.store.register(batchId, prepared.map((p) => p.entry)));
     const byKey = new Map<string, JobPayload[]>();
     prepared.forEach((p, i) => {

@@ -155,26 +155,43 @@ return finalize(now)
 `;
 
 /**
- * ARGV: now, custom_id, record JSON, which ('r' result | 'e' error).
- * Returns 1 when written, 0 when the custom_id already had a result or an error, -1 for an unknown
- * batch, -2 for a custom_id that is not a request of the batch (nothing is written then).
+ * ARGV: now, which ('r' result | 'e' error), then pairs custom_id, record JSON.
+ * Returns per pair: 1 written, 0 the custom_id already had a result or an error, -1 unknown batch,
+ * -2 a custom_id that is not a request of the batch (nothing is written then).
  */
 const SETTLE = `${FINALIZE}
-local now, cid, rec, which = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('HEXISTS', KEYS[2], cid) == 0 then return -2 end
-if redis.call('HEXISTS', KEYS[3], cid) == 1 or redis.call('HEXISTS', KEYS[4], cid) == 1 then return 0 end
-if which == 'r' then
-  redis.call('HSET', KEYS[3], cid, rec)
-  redis.call('RPUSH', KEYS[7], cid)
-  redis.call('HINCRBY', KEYS[1], 'completed', 1)
-else
-  redis.call('HSET', KEYS[4], cid, rec)
-  redis.call('HINCRBY', KEYS[1], 'failed', 1)
+local now, which = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+local n = (#ARGV - 2) / 2
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 1, n do out[i] = -1 end
+  return out
 end
-if redis.call('SREM', KEYS[6], cid) == 1 then redis.call('HINCRBY', KEYS[1], 'cancelled', -1) end
+local completed, failed, uncancelled = 0, 0, 0
+for i = 0, n - 1 do
+  local cid, rec = ARGV[3 + i * 2], ARGV[4 + i * 2]
+  if redis.call('HEXISTS', KEYS[2], cid) == 0 then
+    out[i + 1] = -2
+  elseif redis.call('HEXISTS', KEYS[3], cid) == 1 or redis.call('HEXISTS', KEYS[4], cid) == 1 then
+    out[i + 1] = 0
+  else
+    if which == 'r' then
+      redis.call('HSET', KEYS[3], cid, rec)
+      redis.call('RPUSH', KEYS[7], cid)
+      completed = completed + 1
+    else
+      redis.call('HSET', KEYS[4], cid, rec)
+      failed = failed + 1
+    end
+    uncancelled = uncancelled + redis.call('SREM', KEYS[6], cid)
+    out[i + 1] = 1
+  end
+end
+if completed > 0 then redis.call('HINCRBY', KEYS[1], 'completed', completed) end
+if failed > 0 then redis.call('HINCRBY', KEYS[1], 'failed', failed) end
+if uncancelled > 0 then redis.call('HINCRBY', KEYS[1], 'cancelled', -uncancelled) end
 finalize(now)
-return 1
+return out
 `;
 
 /** ARGV: now. validating / in_progress → cancelling. Returns the status. */
@@ -295,12 +312,20 @@ export class BatchStore {
 
   /** Writes a result once. 1 written, 0 already settled (a second delivery), -1 unknown batch, -2 not an item of the batch. */
   async writeResult(batchId: string, r: ResultRecord): Promise<number> {
-    return (await this.run('bgSettle', batchId, Date.now(), r.custom_id, JSON.stringify(r), 'r')) as number;
+    return (await this.writeResults(batchId, [r]))[0];
+  }
+
+  /** Writes results of one batch in one round trip; a code per result, as writeResult. */
+  async writeResults(batchId: string, rs: ResultRecord[]): Promise<number[]> {
+    if (rs.length === 0) return [];
+    const argv: (string | number)[] = [Date.now(), 'r'];
+    for (const r of rs) argv.push(r.custom_id, JSON.stringify(r));
+    return (await this.run('bgSettle', batchId, ...argv)) as number[];
   }
 
   /** Writes an error once (same return values as writeResult). */
   async writeError(batchId: string, e: ErrorRecord & { custom_id: string }): Promise<number> {
-    return (await this.run('bgSettle', batchId, Date.now(), e.custom_id, JSON.stringify(e), 'e')) as number;
+    return ((await this.run('bgSettle', batchId, Date.now(), 'e', e.custom_id, JSON.stringify(e))) as number[])[0];
   }
 
   /** Moves the batch to cancelling (when it is not finished). Returns the status, or null for an unknown batch. */

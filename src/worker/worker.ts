@@ -121,6 +121,12 @@ interface HeldKey {
   variants: Map<number, EngineVariant>;
   bull: ManualWorker;
   lastServedAt: number;
+  /** jobs believed to be waiting (from the last count): takes never ask for more, so no empty moveToActive calls */
+  waitingHint: number;
+  /** retries waiting for their backoff: one take may promote a due one */
+  delayedHint: number;
+  /** jobs handed back by completions of the previous batch (already locked): the next batch starts with them */
+  prefetched: Taken[];
 }
 
 interface Taken {
@@ -134,6 +140,12 @@ interface Ready extends Taken {
 
 /** BullMQ's worker, used without a processor; job data that is not JSON becomes a marked object. */
 class ManualWorker extends BullWorker {
+  /** The job that BullMQ handed back with a completion (`fetchNext`), locked with the same token. */
+  async jobFromCompletion(raw: unknown, token: string): Promise<Job | undefined> {
+    if (!Array.isArray(raw) || !raw[0]) return undefined;
+    return this.nextJobFromJobData(raw[0] as JobJson, raw[1] as string, token);
+  }
+
   protected override createJob(data: JobJson, jobId: string): Job {
     try {
       return super.createJob(data, jobId);
@@ -146,6 +158,10 @@ class ManualWorker extends BullWorker {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** A key whose compile failed is tried again after this long. */
 const KEY_RETRY_MS = 30_000;
+/** How long a batch's status is trusted before it is read again (cancel latency). */
+const STATUS_TTL_MS = 500;
+/** Batches taken from one queue in a row before the queues are compared again. */
+const MAX_RUN_OF_BATCHES = 4;
 
 function faultsFromEnv(): Faults {
   const raw = process.env.BATCHGEN_FAULTS;
@@ -190,6 +206,7 @@ export class BatchWorker {
   /** keys not held: not a key, over maxKeys (forever), or a failed compile (retried after a while) */
   private readonly skipped = new Map<string, number>();
   private tokenSeq = 0;
+  private readonly statusCache = new Map<string, { status: string | null; at: number }>();
   private _state: BatchState = 'idle';
   private stopping = false;
   private loopDone: Promise<void> | null = null;
@@ -393,7 +410,7 @@ export class BatchWorker {
     bull.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
     await bull.waitUntilReady();
     void bull.startStalledCheckTimer();
-    this.held.set(id, { id, key, ref, model, variants, bull, lastServedAt: 0 });
+    this.held.set(id, { id, key, ref, model, variants, bull, lastServedAt: 0, waitingHint: 0, delayedHint: 0, prefetched: [] });
     log.info({ batchSizes: this.sizes, ms: Date.now() - t0 }, 'key warm');
   }
 
@@ -408,17 +425,25 @@ export class BatchWorker {
           await this.refreshKeys();
           if (this.stopping) break;
         }
-        const pick = chooseQueue(await this.loads(), this.sizes[this.sizes.length - 1]);
+        const bMax = this.sizes[this.sizes.length - 1];
+        const pick = chooseQueue(await this.loads(), bMax);
         let worked = false;
         if (pick) {
           const held = this.held.get(pick.id)!;
           held.lastServedAt = Date.now();
-          this.setState('collecting');
-          const taken = await collect({ take: (n) => this.take(held, n) }, this.sizes[this.sizes.length - 1], { maxWaitMs: this.opts.maxWaitMs, pollMs: 2 });
-          if (taken.length > 0) {
-            worked = true;
-            await this.process(held, taken);
+          // a queue that fills whole batches is served a few batches in a row before the queues are compared again
+          // completing a batch fetches the first jobs of the next one (as BullMQ's own workers do), except the last of the run
+          for (let run = 0; run < MAX_RUN_OF_BATCHES && !this.stopping; run++) {
+            this.setState('collecting');
+            const taken = await collect({ take: (n) => this.take(held, n) }, bMax, { maxWaitMs: this.opts.maxWaitMs, pollMs: 2 });
+            if (taken.length > 0) {
+              worked = true;
+              await this.process(held, taken, run < MAX_RUN_OF_BATCHES - 1);
+            }
+            if (taken.length < bMax && held.prefetched.length === 0) break;
           }
+          // jobs already taken are finished, stopping or not
+          while (held.prefetched.length > 0) await this.process(held, held.prefetched.splice(0, bMax), false);
         }
         this.setState(this.stopping ? 'draining' : 'idle');
         errors = 0;
@@ -443,13 +468,30 @@ export class BatchWorker {
     const p = this.redis!.pipeline();
     for (const h of list) p.llen(h.ref.waitList).zcard(h.ref.delayedSet);
     const out = (await p.exec()) ?? [];
-    return list.map((h, i) => ({ id: h.id, waiting: Number(out[2 * i]?.[1] ?? 0), delayed: Number(out[2 * i + 1]?.[1] ?? 0), lastServedAt: h.lastServedAt }));
+    return list.map((h, i) => {
+      h.waitingHint = Number(out[2 * i]?.[1] ?? 0);
+      h.delayedHint = Number(out[2 * i + 1]?.[1] ?? 0);
+      return { id: h.id, waiting: h.waitingHint, delayed: h.delayedHint, lastServedAt: h.lastServedAt };
+    });
   }
 
-  /** Takes up to n jobs from a held queue without blocking. */
+  /**
+   * Takes up to n jobs from a held queue without blocking. It asks for no more jobs than are
+   * waiting (an empty take still costs Redis a script call), and for one when only delayed retries
+   * are there (a take promotes those that are due).
+   */
   private async take(held: HeldKey, n: number): Promise<Taken[]> {
+    if (held.prefetched.length > 0) return held.prefetched.splice(0, n);
     if (this.stopping) return [];
-    const tokens = Array.from({ length: n }, () => `${this.id}:${++this.tokenSeq}`);
+    if (held.waitingHint <= 0) held.waitingHint = await this.redis!.llen(held.ref.waitList);
+    let k = Math.min(n, held.waitingHint);
+    if (k <= 0) {
+      if (held.delayedHint <= 0) return [];
+      k = 1;
+      held.delayedHint = 0;
+    }
+    held.waitingHint -= k;
+    const tokens = Array.from({ length: k }, () => `${this.id}:${++this.tokenSeq}`);
     const jobs = await Promise.all(tokens.map((t) => held.bull.getNextJob(t, { block: false })));
     const out: Taken[] = [];
     jobs.forEach((job, i) => {
@@ -458,8 +500,8 @@ export class BatchWorker {
     return out;
   }
 
-  /** Runs what was collected: checks, cancels, batches, settles. */
-  private async process(held: HeldKey, taken: Taken[]): Promise<void> {
+  /** Runs what was collected: checks, cancels, batches, settles. `prefetch`: completions may fetch the next jobs. */
+  private async process(held: HeldKey, taken: Taken[], prefetch: boolean): Promise<void> {
     const live = new Set<Taken>(taken);
     const renew = setInterval(() => {
       const list = [...live];
@@ -498,7 +540,7 @@ export class BatchWorker {
       const groups = planBatches(runnable, (r) => r.job.attemptsStarted, this.sizes[this.sizes.length - 1]);
       for (const g of groups) {
         if (g.length === 1 && g[0].job.attemptsStarted > 1) this.metrics.isolated.inc();
-        await this.runGroup(held, g, live);
+        await this.runGroup(held, g, live, prefetch && g === groups[groups.length - 1]);
       }
     } finally {
       clearInterval(renew);
@@ -506,11 +548,20 @@ export class BatchWorker {
     }
   }
 
-  /** Jobs of batches being cancelled are completed without running, and counted as cancelled. */
+  /**
+   * Jobs of batches being cancelled are completed without running, and counted as cancelled.
+   * Batch statuses are cached for STATUS_TTL_MS: a cancel reaches running workers within that time.
+   */
   private async dropCancelled(ready: Ready[], live: Set<Taken>): Promise<Ready[]> {
+    const now = Date.now();
     const ids = [...new Set(ready.map((r) => r.payload.batch_id))];
-    const st = await this.store!.statuses(ids);
-    const cancelled = new Set(ids.filter((_, i) => st[i] === 'cancelling' || st[i] === 'cancelled'));
+    const stale = ids.filter((id) => (this.statusCache.get(id)?.at ?? 0) + STATUS_TTL_MS < now);
+    if (stale.length) {
+      const st = await this.store!.statuses(stale);
+      stale.forEach((id, i) => this.statusCache.set(id, { status: st[i], at: now }));
+      if (this.statusCache.size > 10_000) for (const [id, v] of this.statusCache) if (v.at + STATUS_TTL_MS < now) this.statusCache.delete(id);
+    }
+    const cancelled = new Set(ids.filter((id) => ['cancelling', 'cancelled'].includes(this.statusCache.get(id)?.status ?? '')));
     if (cancelled.size === 0) return ready;
     const keep: Ready[] = [];
     for (const r of ready) {
@@ -556,7 +607,7 @@ export class BatchWorker {
   }
 
   /** Runs a group; if it fails with several jobs, each runs again alone so one bad job cannot fail the others. */
-  private async runGroup(held: HeldKey, group: Ready[], live: Set<Taken>): Promise<void> {
+  private async runGroup(held: HeldKey, group: Ready[], live: Set<Taken>, prefetch = false): Promise<void> {
     let out: RowResult[];
     try {
       this.setState('running');
@@ -576,25 +627,56 @@ export class BatchWorker {
       return;
     }
     this.setState('settling');
-    await Promise.all(
-      group.map(async (g, i) => {
-        await this.settleSuccess(held, g, out[i]);
-        live.delete(g);
-      }),
-    );
+    await this.settleSuccess(held, group, out, prefetch);
+    for (const g of group) live.delete(g);
   }
 
-  private async settleSuccess(held: HeldKey, r: Ready, row: RowResult): Promise<void> {
-    const rec = await resultRecord(r.payload, row, held.model.decode, { worker: this.id, deliveries: r.job.attemptsStarted });
-    const w = await this.store!.writeResult(r.payload.batch_id, rec);
-    if (w === 0) {
-      this.metrics.duplicates.inc();
-      this.log.info({ job: r.job.id }, 'second delivery: result already written, not written again');
-    } else if (w < 0) {
-      this.log.warn({ job: r.job.id, batch: r.payload.batch_id }, 'result for an unknown batch or custom_id (expired, or never submitted): not stored');
-    }
-    this.metrics.jobsCompleted.inc();
-    await r.job.moveToCompleted(null, r.token, false).catch((e: Error) => this.log.warn({ job: r.job.id, err: e.message }, 'could not complete job (lock lost?); its result is stored once'));
+  /**
+   * Writes the results of a group (one script call per batch run), then completes its jobs. With
+   * `prefetch` (and no stop asked), each completion also takes the next waiting job, if any.
+   */
+  private async settleSuccess(held: HeldKey, group: Ready[], out: RowResult[], prefetch: boolean): Promise<void> {
+    const recs = await Promise.all(group.map((r, i) => resultRecord(r.payload, out[i], held.model.decode, { worker: this.id, deliveries: r.job.attemptsStarted })));
+    const byBatch = new Map<string, number[]>();
+    group.forEach((r, i) => {
+      const list = byBatch.get(r.payload.batch_id) ?? [];
+      list.push(i);
+      byBatch.set(r.payload.batch_id, list);
+    });
+    await Promise.all(
+      [...byBatch].map(async ([batchId, idx]) => {
+        const codes = await this.store!.writeResults(
+          batchId,
+          idx.map((i) => recs[i]),
+        );
+        codes.forEach((w, j) => {
+          const job = group[idx[j]].job;
+          if (w === 0) {
+            this.metrics.duplicates.inc();
+            this.log.info({ job: job.id }, 'second delivery: result already written, not written again');
+          } else if (w < 0) {
+            this.log.warn({ job: job.id, batch: batchId }, 'result for an unknown batch or custom_id (expired, or never submitted): not stored');
+          }
+        });
+      }),
+    );
+    this.metrics.jobsCompleted.inc(group.length);
+    const fetchNext = prefetch && !this.stopping;
+    const wanted = fetchNext ? Math.min(group.length, Math.max(0, held.waitingHint)) : 0;
+    await Promise.all(
+      group.map(async (r, i) => {
+        try {
+          const next = await r.job.moveToCompleted(null, r.token, i < wanted);
+          if (i < wanted) {
+            const job = await held.bull.jobFromCompletion(next, r.token);
+            if (job) held.prefetched.push({ job, token: r.token });
+          }
+        } catch (e) {
+          this.log.warn({ job: r.job.id, err: (e as Error).message }, 'could not complete job (lock lost?); its result is stored once');
+        }
+      }),
+    );
+    held.waitingHint -= wanted;
   }
 
   /** A failed job: retried with backoff while attempts remain and the error is not permanent; else its error is written. */
