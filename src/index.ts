@@ -1,1 +1,14 @@
-export {};
+/** batchgen's library entry: the producer SDK, the worker, and the shared contracts. */
+export { GenerationClient, BatchHandle, newBatchId, isTerminal } from './producer/client.js';
+export type { GenerationClientOptions, SubmitOptions, SubmitReport, GenerateResult, WaitOptions } from './producer/client.js';
+export { planBuckets, policyPadding, listPadding } from './producer/bucket-plan.js';
+export { BatchWorker } from './worker/worker.js';
+export type { BatchWorkerOptions, WorkerStats } from './worker/worker.js';
+export { BatchStore, DEFAULT_RETENTION_S } from './shared/batch-store.js';
+export type { BatchRecord } from './shared/batch-store.js';
+export { Keyspace, jobIdOf, parseJobId } from './shared/keys.js';
+export { parseRequestLine, fromOpenAI } from './shared/requests.js';
+export { formatResultLine, toOpenAIBatch } from './shared/output.js';
+export * from './shared/schemas.js';
+export { BatchgenError } from './shared/errors.js';
+export type { ErrorCode } from './shared/errors.js';
