@@ -249,3 +249,29 @@ test('CLI plan-buckets proposes buckets and compares with powers of two', { skip
   assert.match(t.stdout, /padding waste/);
   assert.match(t.stdout, /powers of two/);
 });
+
+test('a worker holds no more keys once its variants fill the cache budget, and never evicts', { skip }, async () => {
+  const { createNoopEngine } = await import('../src/worker/engine.js');
+  const noop = await createNoopEngine();
+  let bytes = 0;
+  const engine = { ...noop, compile: async (...a: Parameters<typeof noop.compile>) => ((bytes += 100), noop.compile(...a)), stats: () => ({ compiles: bytes / 100, retraces: 0, evictions: 0, bytes }) };
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _e, cb) => (lines.push(String(chunk)), cb()) }));
+  const w = new BatchWorker({
+    redisUrl: redis.url,
+    prefix: 't8',
+    models: [{ name: 'tiny', dir: model }],
+    engine,
+    logger,
+    cacheBudgetBytes: 500,
+    keys: ['tiny:p16:n16:greedy', 'tiny:p32:n16:greedy', 'tiny:p64:n16:greedy'],
+  });
+  try {
+    await w.start();
+    assert.deepEqual(w.stats().keys, ['tiny:p16:n16:greedy', 'tiny:p32:n16:greedy']);
+    assert.equal(bytes, 800);
+    assert.ok(lines.some((l) => l.includes('fill the cache budget') && l.includes('tiny:p64:n16:greedy')));
+  } finally {
+    await w.stop();
+  }
+});

@@ -75,7 +75,10 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
   id?: string;
   /** Serve Prometheus metrics on this port. Default: none. */
   metricsPort?: number;
-  /** Device bytes compiled variants may hold. Default 2 GiB. */
+  /**
+   * Device bytes (KV caches and workspace) of compiled variants: no more keys are held once it is
+   * reached (variants are never evicted, so a held key never compiles again). Default 2 GiB.
+   */
   cacheBudgetBytes?: number;
   /** Default: BATCHGEN_FAULTS, else none. */
   faults?: Faults;
@@ -196,6 +199,7 @@ export class BatchWorker {
   private readonly opts: Required<Pick<BatchWorkerOptions, 'maxWaitMs' | 'maxKeys' | 'lockDurationMs' | 'stalledIntervalMs' | 'maxStalledCount' | 'registryRefreshMs' | 'idleMaxMs' | 'heartbeatMs'>> &
     BatchWorkerOptions;
   private readonly sizes: number[];
+  private readonly budgetBytes: number;
   private readonly faults: Faults;
   private readonly log: Logger;
   private redis: Redis | null = null;
@@ -246,6 +250,8 @@ export class BatchWorker {
       ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
     } as BatchWorker['opts'];
     this.sizes = checkBatchSizes(opts.batchSizes ?? [1, 2, 4, 8]);
+    if (opts.cacheBudgetBytes !== undefined && !(opts.cacheBudgetBytes > 0)) throw new Error(`cacheBudgetBytes must be positive, got ${opts.cacheBudgetBytes}`);
+    this.budgetBytes = opts.cacheBudgetBytes ?? 2 * 1024 ** 3;
     this.id = opts.id ?? `${hostname()}-${process.pid}`;
     this.keys = new Keyspace(opts);
     this.faults = opts.faults ?? faultsFromEnv();
@@ -303,7 +309,8 @@ export class BatchWorker {
     this.redis.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
     this.store = new BatchStore(this.redis, this.keys);
     await this.checkEvictionPolicy();
-    this.engine = typeof this.opts.engine === 'object' ? this.opts.engine : await createEngine(this.opts.engine ?? 'compiler', { cacheBudgetBytes: this.opts.cacheBudgetBytes });
+    // no eviction in the engine: see refreshKeys
+    this.engine = typeof this.opts.engine === 'object' ? this.opts.engine : await createEngine(this.opts.engine ?? 'compiler', { cacheBudgetBytes: Number.MAX_SAFE_INTEGER });
     if (this.opts.metricsPort !== undefined) {
       this.metricsServer = await serveMetrics(this.metrics.registry, this.opts.metricsPort);
       this.log.info({ port: this.opts.metricsPort }, 'metrics at /metrics');
@@ -351,8 +358,15 @@ export class BatchWorker {
       wanted = this.opts.keys;
     } else {
       const reg = await this.redis!.hgetall(this.keys.registry());
+      const updatedAt = (v: string) => {
+        try {
+          return Number((JSON.parse(v) as { updated_at?: number }).updated_at ?? 0) || 0;
+        } catch {
+          return 0;
+        }
+      };
       wanted = Object.entries(reg)
-        .map(([id, v]) => ({ id, at: Number((JSON.parse(v) as { updated_at?: number }).updated_at ?? 0) }))
+        .map(([id, v]) => ({ id, at: updatedAt(v) }))
         .sort((a, b) => b.at - a.at)
         .map((e) => e.id);
     }
@@ -370,6 +384,14 @@ export class BatchWorker {
       if (!model) continue; // another worker's model
       if (this.held.size >= this.opts.maxKeys) {
         this.log.warn({ key: id, maxKeys: this.opts.maxKeys }, 'not holding key: maxKeys reached');
+        this.skipped.set(id, Infinity);
+        continue;
+      }
+      // the engine's cache never evicts (an evicted variant would have to compile again while jobs wait):
+      // the budget is enforced here, by holding no more keys once it is reached
+      const bytes = this.engine!.stats().bytes;
+      if (bytes >= this.budgetBytes) {
+        this.log.warn({ key: id, bytes, budget: this.budgetBytes }, 'not holding key: the variants held fill the cache budget (raise --cache-mb, or serve it elsewhere)');
         this.skipped.set(id, Infinity);
         continue;
       }
@@ -395,8 +417,6 @@ export class BatchWorker {
         }
       }
     }
-    const evictions = this.engine!.stats().evictions;
-    if (evictions > 0) log.error({ evictions }, 'the compile cache evicted variants: raise the cache budget or hold fewer keys');
     const ref = this.keys.queue(key);
     const bull = new ManualWorker(ref.bullName, null, {
       connection: this.redis!,
