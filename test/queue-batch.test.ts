@@ -275,3 +275,31 @@ test('a worker holds no more keys once its variants fill the cache budget, and n
     await w.stop();
   }
 });
+
+test('worker metrics: Prometheus text at /metrics, including retraces and compiles', { skip }, async () => {
+  const port = await freePort();
+  const w = new BatchWorker({ redisUrl: redis.url, prefix: 't9', models: [{ name: 'tiny', dir: model }], engine: 'noop', logger: quiet, metricsPort: port, keys: ['tiny:p16:n16:greedy'] });
+  const c = await client('t9');
+  try {
+    await w.start();
+    const h = await c.submitBatch(requests3(), { batchId: 'm' });
+    await h.wait({ timeoutMs: 20_000 });
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
+    const text = await res.text();
+    assert.match(text, /# TYPE batchgen_retraces gauge\nbatchgen_retraces 0\n/);
+    assert.match(text, /\nbatchgen_compiles 4\n/);
+    assert.match(text, /\nbatchgen_jobs_completed_total 3\n/);
+    assert.match(text, /batchgen_batch_seconds_count \d+/);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/nope`)).status, 404);
+  } finally {
+    await w.stop();
+    await c.close();
+  }
+});
+
+function requests3() {
+  return [0, 1, 2].map((i) => ({ custom_id: `m${i}`, model: 'tiny', prompt: `metrics ${i}`, max_new_tokens: 2 }));
+}
