@@ -35,20 +35,24 @@ function forward(w: DeviceWeights, ids: number[], start: number, cache: { k: tf.
   return logits(w, tf.slice(h, [L - 1, 0], [1, E]) as tf.Tensor2D);
 }
 
-/** Greedy generation of one request, exact length, growing cache. */
-export async function baselineGreedy(w: DeviceWeights, prompt: number[], maxNew: number): Promise<number[]> {
+/** Greedy generation of one request, exact length, growing cache; with its prefill and decode times. */
+export async function baselineGreedy(w: DeviceWeights, prompt: number[], maxNew: number): Promise<{ tokens: number[]; prefillMs: number; decodeMs: number }> {
   const cache: { k: tf.Tensor; v: tf.Tensor }[] = [];
-  const out: number[] = [];
+  const tokens: number[] = [];
   let input = prompt;
   let start = 0;
+  const t0 = performance.now();
+  let t1 = t0;
   for (let t = 0; t < maxNew; t++) {
     const next = tf.tidy(() => tf.argMax(forward(w, input, start, cache), 1));
     const id = (await next.data())[0];
     next.dispose();
-    out.push(id);
+    if (t === 0) t1 = performance.now();
+    tokens.push(id);
     start += input.length;
     input = [id];
   }
+  const decodeMs = performance.now() - t1;
   for (const c of cache) tf.dispose([c.k, c.v]);
-  return out;
+  return { tokens, prefillMs: t1 - t0, decodeMs };
 }
