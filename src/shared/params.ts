@@ -4,27 +4,26 @@ import { BatchgenError } from './errors.js';
 /** The most stop ids a request may add (beam variants fetch enough candidates for this many). */
 export const MAX_STOP_TOKEN_IDS = 16;
 
+/** Every generation parameter, with Hugging Face's names and the bounds a request may use. */
+export const GenerationParamFields = z.object({
+  max_new_tokens: z.number().int().min(1).max(8192),
+  do_sample: z.boolean(),
+  temperature: z.number().gt(0).max(100),
+  top_k: z.number().int().min(0),
+  top_p: z.number().gt(0).max(1),
+  repetition_penalty: z.number().gt(0).max(100),
+  seed: z.number().int().min(0).max(0xffffffff),
+  num_beams: z.number().int().min(1).max(16),
+  length_penalty: z.number().min(-100).max(100),
+  early_stopping: z.union([z.boolean(), z.literal('never')]),
+  /** Extra token ids that end a row, besides the model's EOS. */
+  stop_token_ids: z.array(z.number().int().min(0)).max(MAX_STOP_TOKEN_IDS),
+});
 /**
- * Generation parameters, with Hugging Face's names. Everything is optional: what a request leaves
- * out comes from the model folder's generation_config.json, then from Hugging Face's defaults.
+ * A request's generation parameters. Everything is optional: what a request leaves out comes from
+ * the model folder's generation_config.json, then from Hugging Face's defaults.
  */
-export const GenerationParams = z
-  .object({
-    max_new_tokens: z.number().int().min(1).max(8192),
-    do_sample: z.boolean(),
-    temperature: z.number().gt(0).max(100),
-    top_k: z.number().int().min(0),
-    top_p: z.number().gt(0).max(1),
-    repetition_penalty: z.number().gt(0).max(100),
-    seed: z.number().int().min(0).max(0xffffffff),
-    num_beams: z.number().int().min(1).max(16),
-    length_penalty: z.number().min(-100).max(100),
-    early_stopping: z.union([z.boolean(), z.literal('never')]),
-    /** Extra token ids that end a row, besides the model's EOS. */
-    stop_token_ids: z.array(z.number().int().min(0)).max(MAX_STOP_TOKEN_IDS),
-  })
-  .partial()
-  .strict();
+export const GenerationParams = GenerationParamFields.partial().strict();
 export type GenerationParams = z.infer<typeof GenerationParams>;
 
 /** Defaults a model folder may set (generation_config.json), plus its EOS and pad ids. */

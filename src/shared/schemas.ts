@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { BatchgenError, type ErrorCode } from './errors.js';
 import { BATCH_ID_RE, MODEL_NAME_RE } from './keys.js';
-import { GenerationParams, type ResolvedParams } from './params.js';
+import { GenerationParamFields, GenerationParams, type ResolvedParams } from './params.js';
 
 /** The longest prompt, in tokens, that a request or a payload may carry (far above any GPT-2 context). */
 export const MAX_PROMPT_TOKENS = 8192;
@@ -94,18 +94,8 @@ export interface GenerationRequest {
 }
 
 /** The resolved parameters of one row, as stored in a job payload. */
-export const ResolvedParamsSchema = z
-  .object({
-    max_new_tokens: z.number().int().min(1).max(8192),
-    do_sample: z.boolean(),
-    temperature: z.number().gt(0).max(100),
-    top_k: z.number().int().min(0),
-    top_p: z.number().gt(0).max(1),
-    repetition_penalty: z.number().gt(0).max(100),
-    seed: z.number().int().min(0).max(0xffffffff),
-    num_beams: z.number().int().min(1).max(16),
-    length_penalty: z.number().min(-100).max(100),
-    early_stopping: z.union([z.boolean(), z.literal('never')]),
+export const ResolvedParamsSchema = GenerationParamFields.omit({ stop_token_ids: true })
+  .extend({
     stop_ids: z.array(z.number().int().min(0)).max(32),
     pad_token_id: z.number().int().min(0),
   })
