@@ -209,6 +209,7 @@ export class CompiledVariant {
     const M = P + N;
 
     // Prefill: the whole prompt, filling cache positions [0, P).
+    this.lastRun = { prefillMs: 0, steps: 0, decodeMs: 0 };
     const tPrefill = performance.now();
     let tDecode = 0;
     let steps = 0;
@@ -244,7 +245,6 @@ export class CompiledVariant {
 
     try {
       for (let t = 0; t < maxSteps; t++) {
-        if (t === 0) this.lastRun = { prefillMs: 0, steps: 0, decodeMs: 0 };
         const seen = plan.penalty ? this.seenTokens(R, M, (r) => {
           const b = Math.floor(r / k);
           return k === 1 ? [prompts[b], out[b].tokenIds] : [prompts[b], beamRows[b].running[r % k].tokens];
