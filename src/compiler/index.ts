@@ -9,9 +9,11 @@ import type { CompiledVariant } from './compile.js';
 import { DeviceWeights } from './gpt2.js';
 import { readModelFolder } from './model-folder.js';
 import type { ModelFolder, RowRequest, RowResult } from './types.js';
+import { DEFAULT_BATCH_SIZES, checkBatchSizes, paddedBatchSize } from '../shared/batch-sizes.js';
 import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
 import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
+import { MODEL_NAME_RE } from '../shared/keys.js';
 import type { GenerationDefaults } from '../shared/params.js';
 
 export { initBackend, tf } from './backend.js';
@@ -24,8 +26,11 @@ export { makeModel } from './make-model.js';
 export { readModelFolder } from './model-folder.js';
 export type * from './types.js';
 
-/** Model names are also queue-name parts: letters, digits, '.', '_' and '-' only. */
-export const MODEL_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/** A valid model name from a folder's name (`gpt2 small` → `gpt2-small`), for callers that give none. */
+export function defaultModelName(dir: string): string {
+  const name = basename(resolve(dir)).replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  return MODEL_NAME_RE.test(name) ? name : 'model';
+}
 
 /** A model folder whose weights are on the device. */
 export class LoadedModel {
@@ -35,8 +40,8 @@ export class LoadedModel {
     readonly weights: DeviceWeights,
   ) {}
 
-  static async load(dir: string, name = basename(resolve(dir))): Promise<LoadedModel> {
-    if (!MODEL_NAME.test(name)) {
+  static async load(dir: string, name = defaultModelName(dir)): Promise<LoadedModel> {
+    if (!MODEL_NAME_RE.test(name)) {
       throw new BatchgenError('invalid_request', `model name "${name}": use letters, digits, '.', '_' or '-' (at most 64)`);
     }
     await initBackend();
@@ -61,14 +66,6 @@ export function loadModel(dir: string, name?: string): Promise<LoadedModel> {
   return LoadedModel.load(dir, name);
 }
 
-export const DEFAULT_BATCH_SIZES = [1, 2, 4, 8];
-
-/** The smallest allowed batch size ≥ n (the largest if none is). */
-export function batchSizeFor(n: number, sizes: number[]): number {
-  const sorted = [...sizes].sort((a, b) => a - b);
-  return sorted.find((s) => s >= n) ?? sorted[sorted.length - 1];
-}
-
 export interface GenerateRowsOptions {
   policy?: BucketPolicy;
   batchSizes?: number[];
@@ -83,7 +80,7 @@ let defaultCache: VariantCache | null = null;
  */
 export async function generateRows(model: LoadedModel, rows: RowRequest[], opts: GenerateRowsOptions = {}): Promise<RowResult[]> {
   const policy = opts.policy ?? DEFAULT_BUCKET_POLICY;
-  const sizes = opts.batchSizes ?? DEFAULT_BATCH_SIZES;
+  const sizes = checkBatchSizes(opts.batchSizes ?? [...DEFAULT_BATCH_SIZES]);
   const cache = opts.cache ?? (defaultCache ??= new VariantCache());
   const groups = new Map<string, { key: CompileKey; idx: number[] }>();
   rows.forEach((r, i) => {
@@ -97,7 +94,7 @@ export async function generateRows(model: LoadedModel, rows: RowRequest[], opts:
   for (const { key, idx } of groups.values()) {
     for (let s = 0; s < idx.length; s += maxB) {
       const chunk = idx.slice(s, s + maxB);
-      const variant: CompiledVariant = await cache.get(model, key, batchSizeFor(chunk.length, sizes));
+      const variant: CompiledVariant = await cache.get(model, key, paddedBatchSize(chunk.length, sizes));
       const res = await variant.run(chunk.map((i) => rows[i]));
       chunk.forEach((i, j) => (out[i] = res[j]));
     }

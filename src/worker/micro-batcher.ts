@@ -17,6 +17,7 @@
  * - `draining`: a stop was asked for: no more collecting; the current batch runs and settles.
  * - `stopped`: nothing held; connections closed.
  */
+import { DEFAULT_BATCH_SIZES } from '../shared/batch-sizes.js';
 
 export type BatchState = 'idle' | 'collecting' | 'running' | 'settling' | 'draining' | 'stopped';
 
@@ -29,26 +30,9 @@ export interface MicroBatchOptions {
   pollMs: number;
 }
 
-export const DEFAULT_MICRO_BATCH: MicroBatchOptions = { batchSizes: [1, 2, 4, 8], maxWaitMs: 20, pollMs: 2 };
+export const DEFAULT_MICRO_BATCH: MicroBatchOptions = { batchSizes: [...DEFAULT_BATCH_SIZES], maxWaitMs: 20, pollMs: 2 };
 
-/** Checks and sorts batch sizes (positive integers, no duplicates). Throws naming the value. */
-export function checkBatchSizes(sizes: number[]): number[] {
-  if (sizes.length === 0) throw new Error('batch sizes: at least one size is needed');
-  for (const s of sizes) if (!Number.isInteger(s) || s < 1 || s > 1024) throw new Error(`batch size ${s}: expected an integer from 1 to 1024`);
-  return [...new Set(sizes)].sort((a, b) => a - b);
-}
-
-/** Parses `1,2,4,8`. */
-export function parseBatchSizes(text: string): number[] {
-  return checkBatchSizes(text.split(',').map((s) => Number(s.trim())));
-}
-
-/** The smallest allowed batch size ≥ n (n must not exceed the largest). */
-export function paddedBatchSize(n: number, sizes: number[]): number {
-  const b = sizes.find((s) => s >= n);
-  if (b === undefined) throw new Error(`${n} rows exceed the largest batch size ${sizes[sizes.length - 1]}`);
-  return b;
-}
+export { checkBatchSizes, paddedBatchSize, parseBatchSizes } from '../shared/batch-sizes.js';
 
 /** What collecting does next: take more, wait for more, or stop and run what it has. */
 export function collectStep(s: { have: number; bMax: number; elapsedMs: number; maxWaitMs: number; lastTakeEmpty: boolean }): 'take' | 'wait' | 'run' | 'give-up' {

@@ -25,6 +25,7 @@ import type { JobPayload } from '../shared/schemas.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { MetricsRegistry, serveMetrics, type Counter, type Gauge, type Histogram } from '../observability/metrics.js';
 import { createEngine, type Engine, type EngineModel, type EngineVariant } from './engine.js';
+import { DEFAULT_BATCH_SIZES } from '../shared/batch-sizes.js';
 import { chooseQueue, checkBatchSizes, collect, paddedBatchSize, planBatches, type BatchState, type QueueLoad } from './micro-batcher.js';
 import { BAD_JSON_MARK, checkPayload } from './payload.js';
 import { decideFailure, resultRecord } from './results.js';
@@ -249,7 +250,7 @@ export class BatchWorker {
       heartbeatMs: 2000,
       ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
     } as BatchWorker['opts'];
-    this.sizes = checkBatchSizes(opts.batchSizes ?? [1, 2, 4, 8]);
+    this.sizes = checkBatchSizes(opts.batchSizes ?? [...DEFAULT_BATCH_SIZES]);
     if (opts.cacheBudgetBytes !== undefined && !(opts.cacheBudgetBytes > 0)) throw new Error(`cacheBudgetBytes must be positive, got ${opts.cacheBudgetBytes}`);
     this.budgetBytes = opts.cacheBudgetBytes ?? 2 * 1024 ** 3;
     this.id = opts.id ?? `${hostname()}-${process.pid}`;
