@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { baselineGreedy } from './baseline.js';
 import { CompiledVariant, initBackend, loadModel, makeModel, retraces, tf } from '../src/compiler/index.js';
+import { topKTopP, topKTopPCandidates } from '../src/compiler/logits.js';
 import type { RowRequest } from '../src/compiler/types.js';
 import { resolveParams } from '../src/shared/params.js';
 
@@ -32,6 +33,32 @@ function matmulGflops(E: number): number {
   const ms = (performance.now() - t0) / (reps + 1);
   tf.dispose([a, b]);
   return (2 * 512 * E * 4 * E) / ms / 1e6;
+}
+
+/**
+ * The top-p filter at [8, V] on peaked logits (a nucleus of tens of tokens, as trained models give):
+ * full sort against the nucleus candidates, median ms of each, side by side.
+ */
+function topPFilterMs(V: number): { full_sort_ms: number; nucleus_candidates_ms: number; nucleus_fits: boolean } {
+  const R = 8;
+  const s = tf.mul(tf.randomNormal([R, V], 0, 1, 'float32', 7), 8) as tf.Tensor2D;
+  const ones = tf.ones([R, 1]) as tf.Tensor2D;
+  const p = { penalty: ones, invTemperature: ones, topKIndex: tf.fill([R, 1], V - 1, 'int32') as tf.Tensor2D, topP: tf.fill([R, 1], 0.9) as tf.Tensor2D };
+  const median = (f: () => void) => {
+    f();
+    const ts: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t = performance.now();
+      f();
+      ts.push(performance.now() - t);
+    }
+    return +ts.sort((a, b) => a - b)[3].toFixed(1);
+  };
+  const full = median(() => tf.tidy(() => void topKTopP(p)(s).dataSync()));
+  const cands = median(() => tf.tidy(() => void topKTopPCandidates(s, p, ones).filtered.dataSync()));
+  const fits = tf.tidy(() => Array.from(topKTopPCandidates(s, p, ones).fits.dataSync()).every((f) => f === 1));
+  tf.dispose([s, ones, p.topKIndex, p.topP]);
+  return { full_sort_ms: full, nucleus_candidates_ms: cands, nucleus_fits: fits };
 }
 
 function lengths(n: number): number[] {
@@ -117,6 +144,8 @@ async function main(): Promise<void> {
   });
   for (const r of rows) if (r.what !== rows[rows.length - 1].what) r.vs_one_at_a_time = +((r.tokens_per_s as number) / baseTps).toFixed(2);
 
+  const topP = topPFilterMs(c.vocab_size);
+
   const report = {
     backend,
     model: { layers: c.n_layer, embd: c.n_embd, heads: c.n_head, vocab: c.vocab_size, params_per_step: params },
@@ -126,10 +155,12 @@ async function main(): Promise<void> {
     load_ms: Math.round(loadMs),
     retraces: retraces(),
     rows,
+    top_p_filter_b8: topP,
     when: new Date().toISOString(),
   };
   console.log(`backend ${backend} · ${c.n_layer} layers × ${c.n_embd}, vocab ${c.vocab_size} · P=${P} N=${N} greedy · matmul ${gflops.toFixed(1)} GFLOP/s · retraces ${retraces()}`);
   console.table(rows);
+  console.log(`top-p 0.9 filter at [8, ${c.vocab_size}], peaked logits: full sort ${topP.full_sort_ms} ms, nucleus candidates ${topP.nucleus_candidates_ms} ms (fits: ${topP.nucleus_fits})`);
   mkdirSync('bench/results', { recursive: true });
   writeFileSync('bench/results/compiler.json', `${JSON.stringify(report, null, 2)}\n`);
   console.log('wrote bench/results/compiler.json');

@@ -12,7 +12,18 @@ import { tf } from './backend.js';
 import { BeamRow, type Candidate } from './beam-search.js';
 import { DeviceWeights, decodeStep, prefill } from './gpt2.js';
 import { KvCache } from './kv-cache.js';
-import { TOPK_FAST_MAX, applyAll, buildProcessors, logSoftmax, sampleRows, type ProcessorPlan, type RowParamTensors, type SeenTokens } from './logits.js';
+import {
+  TOPK_FAST_MAX,
+  applyAll,
+  buildProcessors,
+  logSoftmax,
+  sampleRows,
+  topKTopP,
+  topKTopPCandidates,
+  type ProcessorPlan,
+  type RowParamTensors,
+  type SeenTokens,
+} from './logits.js';
 import { RowRng } from './rng.js';
 import { ShapeScope } from './shape-tracker.js';
 import type { RowRequest, RowResult } from './types.js';
@@ -54,6 +65,7 @@ export class CompiledVariant {
   private readonly causal: tf.Tensor2D;
   private readonly scope = new ShapeScope();
   private busy = false;
+  private warming = true;
   private disposed = false;
   private disposeWhenIdle = false;
 
@@ -84,6 +96,7 @@ export class CompiledVariant {
       throw e;
     }
     v.scope.endWarmup();
+    v.warming = false;
     v.compileMs = performance.now() - t0;
     return v;
   }
@@ -254,12 +267,12 @@ export class CompiledVariant {
         let from: number[] | null = null;
 
         if (k === 1) {
-          const uniforms = strategy === 'sample' ? tf.tensor2d(rngs.map((g) => g.next()), [R, 1]) : null;
-          const chosen = onDevice(() =>
-            uniforms ? sampleRows(applyAll(logits, processors), uniforms) : (tf.argMax(applyAll(logits, processors), 1) as tf.Tensor1D),
-          );
-          uniforms?.dispose();
+          let scores = onDevice(() => applyAll(logits, processors));
           if (seen) tf.dispose([seen.pairs, seen.mask]);
+          if (strategy === 'sample' && plan.topk === 'full') scores = await this.topKTopP(scores, rowParams, topKOff);
+          const uniforms = strategy === 'sample' ? tf.tensor2d(rngs.map((g) => g.next()), [R, 1]) : null;
+          const chosen = onDevice(() => (uniforms ? sampleRows(scores, uniforms) : (tf.argMax(scores, 1) as tf.Tensor1D)));
+          tf.dispose([scores, ...(uniforms ? [uniforms] : [])]);
           const picked = await chosen.data();
           chosen.dispose();
           for (let b = 0; b < B; b++) {
@@ -333,6 +346,25 @@ export class CompiledVariant {
     this.lastRun.decodeMs = steps > 0 ? performance.now() - tDecode : 0;
     if (k > 1) beamRows.forEach((row, b) => b < live && !finished[b] && (out[b] = row.result()));
     return out.slice(0, live);
+  }
+
+  /**
+   * Top-k and top-p for a batch that needs more than the small top-k: from the nucleus candidates
+   * when every row's kept set lies within them (one readback decides), else from a full sort. Warm-up
+   * runs both, so that neither is a retrace later. Takes ownership of `scores`.
+   */
+  private async topKTopP(scores: tf.Tensor2D, p: RowParamTensors, topKOff: tf.Tensor2D): Promise<tf.Tensor2D> {
+    const { filtered, fits } = this.scope.run(() => tf.tidy(() => topKTopPCandidates(scores, p, topKOff)));
+    const allFit = (await fits.data()).every((f) => f === 1);
+    fits.dispose();
+    if (allFit && !this.warming) {
+      scores.dispose();
+      return filtered;
+    }
+    filtered.dispose();
+    const full = this.scope.run(() => tf.tidy(() => topKTopP(p)(scores)));
+    scores.dispose();
+    return full;
   }
 
   /** Each row's distinct seen tokens (prompt and generated), padded to M, as device tensors. */
