@@ -14,6 +14,7 @@ import { parseKeyId } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
 import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared/keys.js';
 import { loadModelInfo, type ModelInfo, type ModelSpec } from '../shared/models.js';
+import { nativeResultFields } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
 import { parseRequestLine, requestFromObject, type ParsedLine } from '../shared/requests.js';
 import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type ResultRecord } from '../shared/schemas.js';
@@ -299,15 +300,7 @@ export class GenerationClient {
     for (;;) {
       const s = await this.io(() => this.store.settlement(handle.id, req.custom_id as string));
       if (s && 'result' in s) {
-        const r = s.result;
-        return {
-          custom_id: r.custom_id,
-          text: r.text,
-          token_ids: r.token_ids,
-          finish_reason: r.finish_reason,
-          usage: { prompt_tokens: r.prompt_tokens, completion_tokens: r.completion_tokens },
-          seed: r.seed,
-        };
+        return { ...nativeResultFields(s.result), seed: s.result.seed };
       }
       if (s && 'error' in s) throw new BatchgenError(s.error.error.code as BatchgenError['code'], s.error.error.message);
       if (Date.now() > deadline) throw new BatchgenError('generation_failed', `no result within ${opts.timeoutMs} ms (batch ${handle.id})`);

@@ -55,14 +55,3 @@ export function bucketFor(n: number, policy: BucketPolicy, max: number): number 
   }
   return Math.min(b, max);
 }
-
-/** Every bucket the policy can produce up to max (for warm-up lists and reports). */
-export function bucketsUpTo(policy: BucketPolicy, max: number): number[] {
-  const out = new Set<number>();
-  for (let n = 1; n <= max; n++) {
-    const b = bucketFor(n, policy, max);
-    if (b !== null) out.add(b);
-    if (b !== null && b > n) n = b; // skip to the next bucket boundary
-  }
-  return [...out].sort((a, b) => a - b);
-}

@@ -38,7 +38,3 @@ export class ShapeMismatchError extends BatchgenError {
     this.name = 'ShapeMismatchError';
   }
 }
-
-export function errorCodeOf(e: unknown): ErrorCode {
-  return e instanceof BatchgenError ? e.code : 'generation_failed';
-}

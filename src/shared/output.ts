@@ -42,17 +42,19 @@ export function openAIFinishReason(r: 'eos' | 'length'): 'stop' | 'length' {
   return r === 'eos' ? 'stop' : 'length';
 }
 
+/** The fields of a native result line that come from the stored result. */
+export function nativeResultFields(r: ResultRecord): Omit<NativeResultLine, 'error'> {
+  return {
+    custom_id: r.custom_id,
+    text: r.text,
+    token_ids: r.token_ids,
+    finish_reason: r.finish_reason,
+    usage: { prompt_tokens: r.prompt_tokens, completion_tokens: r.completion_tokens },
+  };
+}
+
 export function formatResultLine(r: ResultRecord, batchId: string): NativeResultLine | OpenAIResultLine {
-  if (r.form === 'native') {
-    return {
-      custom_id: r.custom_id,
-      text: r.text,
-      token_ids: r.token_ids,
-      finish_reason: r.finish_reason,
-      usage: { prompt_tokens: r.prompt_tokens, completion_tokens: r.completion_tokens },
-      error: null,
-    };
-  }
+  if (r.form === 'native') return { ...nativeResultFields(r), error: null };
   const sid = stableId(batchId, r.custom_id);
   return {
     id: `batch_req_${sid}`,

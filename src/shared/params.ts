@@ -98,13 +98,6 @@ export function beamsOf(s: Strategy): number {
   return s.startsWith('beam') ? Number(s.slice(4)) : 1;
 }
 
-export function parseStrategy(s: string): Strategy {
-  if (s === 'greedy' || s === 'sample') return s;
-  const m = /^beam(\d+)$/.exec(s);
-  if (m && Number(m[1]) >= 2 && Number(m[1]) <= 16) return s as Strategy;
-  throw new BatchgenError('invalid_request', `strategy "${s}": expected greedy, sample or beam2..beam16`);
-}
-
 function randomU32(): number {
   return Math.floor(Math.random() * 0x100000000);
 }
