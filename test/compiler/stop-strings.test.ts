@@ -132,7 +132,15 @@ test('min_new_tokens masks stop ids until that many tokens', async () => {
 test('no_repeat_ngram_size: no n-gram of prompt + generated occurs twice', async () => {
   const prompt = [5, 6, 5, 6, 5];
   const rows = (extra: object) => [{ promptIds: prompt, params: params(m, { max_new_tokens: 16, ...extra }) }];
+  const bigramRepeats = (seq: number[]) => seq.slice(prompt.length - 1, -1).some((t, j) => {
+    const i = prompt.length - 1 + j;
+    for (let k = 0; k < i; k++) if (seq[k] === t && seq[k + 1] === seq[i + 1]) return true;
+    return false;
+  });
+  const [plain] = await generateRows(m, rows({}), { cache });
+  assert.ok(bigramRepeats([...prompt, ...plain.tokenIds]), 'the unbanned output repeats a bigram (else this test shows nothing)');
   const [r] = await generateRows(m, rows({ no_repeat_ngram_size: 2 }), { cache });
+  assert.ok(!bigramRepeats([...prompt, ...r.tokenIds]));
   const seq = [...prompt.slice(0), ...r.tokenIds];
   // the prompt itself repeats (5,6): only bigrams that end in a generated token are checked
   const seen = new Set<string>();
