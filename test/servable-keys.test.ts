@@ -3,6 +3,12 @@
 // proposes only servable keys. Pure functions, no Redis.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeModel } from '../src/compiler/make-model.js';
 import { DEFAULT_BUCKET_POLICY, parseBucketPolicy, servableBuckets, type BucketPolicy } from '../src/shared/buckets.js';
 import { compileKeyFor, keyId } from '../src/shared/compile-key.js';
 import { BatchgenError } from '../src/shared/errors.js';
@@ -144,4 +150,36 @@ test('plan-buckets keys: every key of the plan and of powers of two is servable'
     assert.equal(s.real, requests.reduce((a, r) => a + r.prompt, 0));
   }
   assert.throws(() => servableKeys([{ prompt: 125, maxNew: 4 }], 128, DEFAULT_BUCKET_POLICY, DEFAULT_BUCKET_POLICY), /context/);
+});
+
+test('CLI plan-buckets proposes only servable keys and never a bucket equal to the context', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'batchgen-plan-'));
+  try {
+    const model = join(dir, 'tiny');
+    await makeModel({ out: model, layers: 1, heads: 1, embd: 16, positions: 128, seed: 1 });
+    const input = join(dir, 'in.jsonl');
+    const lines = [
+      ...Array.from({ length: 20 }, (_, i) => ({ custom_id: `s${i}`, model: 'tiny', prompt: ' a'.repeat(3 + (i % 5)) })),
+      { custom_id: 'l1', model: 'tiny', prompt: ' a'.repeat(67), max_new_tokens: 4 },
+      { custom_id: 'l2', model: 'tiny', prompt: ' a'.repeat(100), max_new_tokens: 20 },
+      { custom_id: 'x', model: 'tiny', prompt: ' a'.repeat(100), max_new_tokens: 40 },
+    ];
+    writeFileSync(input, lines.map((l) => JSON.stringify(l)).join('\n'));
+    const bin = fileURLToPath(new URL('../../bin/batchgen.js', import.meta.url));
+    const run = (args: string[]) => spawnSync(process.execPath, [bin, 'plan-buckets', input, '--model', model, ...args], { encoding: 'utf8', timeout: 60_000 });
+    const r = run(['--max-buckets', '3', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const o = JSON.parse(r.stdout);
+    assert.equal(o.prompts, 22);
+    assert.equal(o.too_long, 1);
+    for (const k of [...o.plan.keys, ...o.pow2.keys]) assert.ok(k.P + k.N <= 128, JSON.stringify(k));
+    assert.ok(o.pow2.keys.some((k: { P: number }) => k.P > 64), 'the long prompts have a key');
+    const t = run(['--max-buckets', '3']);
+    assert.equal(t.status, 0, t.stderr);
+    const use = /--buckets (\S+)/.exec(t.stdout);
+    assert.ok(use, t.stdout);
+    assert.ok(use[1].split(',').every((b) => Number(b) < 128), `proposed ${use[1]}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
