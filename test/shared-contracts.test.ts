@@ -65,7 +65,7 @@ test('OpenAI line: defaults keep OpenAI meaning (max_tokens 16, temperature 1 sa
   const p = oa({});
   assert.ok(p.ok);
   assert.equal(p.request.form, 'openai');
-  assert.deepEqual(p.request.params, { max_new_tokens: 16, do_sample: true, temperature: 1 });
+  assert.deepEqual(p.request.params, { max_new_tokens: 16, do_sample: true, temperature: 1, top_k: 0, top_p: 1, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [] });
 });
 
 test('OpenAI line: temperature 0 is greedy; top_p, seed, max_tokens map', () => {
