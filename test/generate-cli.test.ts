@@ -65,3 +65,30 @@ test('generate: bad flags fail with the flag named, and nothing on stdout', () =
     assert.equal(r.out, '');
   }
 });
+
+test('generate: a prompt longer than half the context runs; one that does not fit is a one-line context_length_exceeded', () => {
+  const long = Array.from({ length: 67 }, () => ' a').join(''); // 67 tokens
+  const r = cli(['--prompt', long, '--max-new-tokens', '4', '--json']);
+  assert.equal(r.code, 0, r.err);
+  const [line] = r.out.trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(line.prompt_token_ids.length, 67);
+  assert.ok(line.token_ids.length >= 1 && line.token_ids.length <= 4);
+  const tooLong = cli(['--prompt', long, '--max-new-tokens', '62']);
+  assert.equal(tooLong.code, 1);
+  assert.equal(tooLong.out, '');
+  assert.equal(tooLong.err.trim().split('\n').length, 1, tooLong.err);
+  assert.match(tooLong.err, /^batchgen generate: error \[context_length_exceeded\]: prompt of 67 tokens plus max_new_tokens 62 exceeds the model's context of 128/);
+});
+
+test('generate --stop: the text ends before the stop string, finish_reason stop', () => {
+  const base = cli(['--prompt', 'TensorFlow is', '--max-new-tokens', '10', '--json']);
+  assert.equal(base.code, 0, base.err);
+  const full = JSON.parse(base.out);
+  const stop = full.text.slice(Math.floor(full.text.length / 2), Math.floor(full.text.length / 2) + 2);
+  const r = cli(['--prompt', 'TensorFlow is', '--max-new-tokens', '10', '--stop', stop, '--stop', 'zzz-never', '--json']);
+  assert.equal(r.code, 0, r.err);
+  const line = JSON.parse(r.out);
+  assert.equal(line.finish_reason, 'stop');
+  assert.equal(line.text, full.text.slice(0, full.text.indexOf(stop)));
+  assert.deepEqual(line.token_ids, full.token_ids.slice(0, line.token_ids.length));
+});

@@ -53,7 +53,7 @@ test('invalid requests are reported by custom_id and line; the rest of the batch
         { custom_id: 'ok1', model: 'tiny', prompt: 'dup' },
         { custom_id: 'n2', method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: 'x', n: 2 } },
         { custom_id: 'beamsample', model: 'tiny', prompt: 'x', num_beams: 2, do_sample: true },
-        { custom_id: 'multistop', method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: 'x', stop: ['hello world'] } },
+        { custom_id: 'beamstop', model: 'tiny', prompt: 'x', num_beams: 2, stop_strings: ['hello world'] },
         { custom_id: 'ok2', method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: 'x', temperature: 0, stop: '\n' } },
       ],
       { batchId: 'v1' },
@@ -69,7 +69,7 @@ test('invalid requests are reported by custom_id and line; the rest of the batch
       'ok1@5': 'duplicate_custom_id',
       'n2@6': 'unsupported_parameter',
       'beamsample@7': 'unsupported_parameter',
-      'multistop@8': 'unsupported_parameter',
+      'beamstop@8': 'unsupported_parameter',
     });
     const st = await h.status();
     assert.equal(st.status, 'in_progress');

@@ -65,26 +65,26 @@ test('OpenAI line: defaults keep OpenAI meaning (max_tokens 16, temperature 1 sa
   const p = oa({});
   assert.ok(p.ok);
   assert.equal(p.request.form, 'openai');
-  assert.deepEqual(p.request.params, { max_new_tokens: 16, do_sample: true, temperature: 1 });
+  assert.deepEqual(p.request.params, { max_new_tokens: 16, do_sample: true, temperature: 1, top_k: 0, top_p: 1, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [] });
 });
 
 test('OpenAI line: temperature 0 is greedy; top_p, seed, max_tokens map', () => {
   const p = oa({ temperature: 0, max_tokens: 32, top_p: 0.5, seed: 11 });
   assert.ok(p.ok);
-  assert.deepEqual(p.request.params, { max_new_tokens: 32, do_sample: false, top_p: 0.5, seed: 11 });
+  assert.deepEqual(p.request.params, { max_new_tokens: 32, do_sample: false, top_k: 0, top_p: 0.5, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [], seed: 11 });
   const q = oa({ temperature: 0.7 });
   assert.ok(q.ok);
-  assert.deepEqual(q.request.params, { max_new_tokens: 16, do_sample: true, temperature: 0.7 });
+  assert.deepEqual(q.request.params, { max_new_tokens: 16, do_sample: true, temperature: 0.7, top_k: 0, top_p: 1, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [] });
 });
 
 test('OpenAI line: stop becomes stop strings; a one-prompt array is that prompt', () => {
   const p = oa({ stop: ['\n', '.'], prompt: ['only one'] });
   assert.ok(p.ok);
-  assert.deepEqual(p.request.stop_strings, ['\n', '.']);
+  assert.deepEqual(p.request.params.stop_strings, ['\n', '.']);
   assert.equal(p.request.prompt, 'only one');
   const q = oa({ stop: '\n' });
   assert.ok(q.ok);
-  assert.deepEqual(q.request.stop_strings, ['\n']);
+  assert.deepEqual(q.request.params.stop_strings, ['\n']);
 });
 
 test('OpenAI line: n > 1 and unsupported parameters are clear errors', () => {
@@ -123,7 +123,7 @@ test('OpenAI line: other endpoints and methods are refused', () => {
 
 test('fromOpenAI maps a parsed body', () => {
   const body = OpenAICompletionBody.parse({ model: 'm', prompt: [1, 2, 3], max_tokens: null, temperature: null });
-  assert.deepEqual(fromOpenAI(body), { prompt: [1, 2, 3], params: { max_new_tokens: 16, do_sample: true, temperature: 1 }, stop_strings: [] });
+  assert.deepEqual(fromOpenAI(body), { prompt: [1, 2, 3], params: { max_new_tokens: 16, do_sample: true, temperature: 1, top_k: 0, top_p: 1, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [] } });
 });
 
 test('native prompt may be token ids', () => {

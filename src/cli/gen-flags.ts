@@ -14,11 +14,14 @@ export const GEN_FLAG_OPTIONS = {
   'early-stopping': { type: 'string' },
   'repetition-penalty': { type: 'string' },
   seed: { type: 'string' },
+  'min-new-tokens': { type: 'string' },
+  'no-repeat-ngram-size': { type: 'string' },
+  stop: { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options'];
 
-type Values = Partial<Record<keyof typeof GEN_FLAG_OPTIONS, string | boolean>>;
+type Values = Partial<Record<keyof typeof GEN_FLAG_OPTIONS, string | boolean | string[]>>;
 
-function num(flag: string, v: string | boolean | undefined): number | undefined {
+function num(flag: string, v: string | boolean | string[] | undefined): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n)) {
@@ -46,12 +49,16 @@ export function paramsFromFlags(v: Values): GenerationParams {
     early_stopping: early,
     repetition_penalty: num('repetition-penalty', v['repetition-penalty']),
     seed: num('seed', v.seed),
+    min_new_tokens: num('min-new-tokens', v['min-new-tokens']),
+    no_repeat_ngram_size: num('no-repeat-ngram-size', v['no-repeat-ngram-size']),
+    stop_strings: Array.isArray(v.stop) ? v.stop : undefined,
   };
   const clean = Object.fromEntries(Object.entries(raw).filter(([, x]) => x !== undefined));
   const parsed = GenerationParams.safeParse(clean);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new BatchgenError('invalid_request', `--${String(issue.path[0]).replace(/_/g, '-')}: ${issue.message}`);
+    const flag = issue.path[0] === 'stop_strings' ? 'stop' : String(issue.path[0]).replace(/_/g, '-');
+    throw new BatchgenError('invalid_request', `--${flag}: ${issue.message}`);
   }
   return parsed.data;
 }

@@ -14,7 +14,9 @@ import { resolveParams } from '../shared/params.js';
 export const GENERATE_USAGE = `usage: batchgen generate --model DIR --prompt TEXT [--prompt TEXT ...] [--json]
   [--max-new-tokens N] [--do-sample] [--temperature T] [--top-k K] [--top-p P] [--num-beams K]
   [--length-penalty X] [--early-stopping true|false|never] [--repetition-penalty X] [--seed S]
-  [--buckets pow2|multiple:K|16,32,64]`;
+  [--min-new-tokens N] [--no-repeat-ngram-size N] [--stop TEXT ...] [--buckets pow2|multiple:K|16,32,64]
+The prompts form one batch under the compile key of the longest (prompt bucket + new-token bucket
+≤ the model's context); a prompt that does not fit with --max-new-tokens is an error.`;
 
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -50,7 +52,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
 
   for (let i = 0; i < prompts.length; i++) {
     const r = results[i];
-    const text = await model.folder.tokenizer.decode(r.tokenIds);
+    const text = r.finishReason === 'stop' && r.text !== undefined ? r.text : await model.decode(r.tokenIds);
     if (values.json) {
       const line = { prompt: prompts[i], prompt_token_ids: encoded[i], token_ids: r.tokenIds, text, finish_reason: r.finishReason };
       process.stdout.write(`${JSON.stringify(line)}\n`);

@@ -9,6 +9,7 @@
  * loop so timers (queue lock renewal) run during long batches.
  */
 import { tf } from './backend.js';
+import { bannedTokens, needsBans } from './bans.js';
 import { BeamRow, type Candidate } from './beam-search.js';
 import { DeviceWeights, decodeStep, prefill } from './gpt2.js';
 import { KvCache } from './kv-cache.js';
@@ -20,14 +21,16 @@ import {
   sampleRows,
   topKTopP,
   topKTopPCandidates,
+  type BannedTokens,
   type ProcessorPlan,
   type RowParamTensors,
   type SeenTokens,
 } from './logits.js';
 import { RowRng } from './rng.js';
+import { checkStopStrings } from './stop-strings.js';
 import { ShapeScope } from './shape-tracker.js';
 import type { RowRequest, RowResult } from './types.js';
-import { variantId, type CompileKey } from '../shared/compile-key.js';
+import { assertServable, variantId, type CompileKey } from '../shared/compile-key.js';
 import { BatchgenError, ShapeMismatchError } from '../shared/errors.js';
 import { MAX_STOP_TOKEN_IDS, beamsOf, strategyOf, type GenerationDefaults, type ResolvedParams } from '../shared/params.js';
 
@@ -36,9 +39,13 @@ export interface VariantModel {
   name: string;
   weights: DeviceWeights;
   defaults: GenerationDefaults;
+  /** The tokenizer's decode: needed only for rows with stop strings. */
+  decode?(ids: number[]): Promise<string>;
 }
 
 const NEG = -1e9;
+/** The most stop ids of a row (EOS ids plus stop_token_ids), as the job payload bounds them. */
+const MAX_STOP_IDS = 32;
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -87,6 +94,8 @@ export class CompiledVariant {
     if (![key.P, key.N, batchSize].every((n) => Number.isInteger(n) && n >= 1)) {
       throw new BatchgenError('invalid_request', `variant P=${key.P} N=${key.N} B=${batchSize}: sizes must be positive integers`);
     }
+    // Warm-up runs a full P-token prompt and decode steps after it: positions up to P + N - 1.
+    assertServable(key, model.weights.config.n_positions);
     const t0 = performance.now();
     const v = new CompiledVariant(model, key, batchSize);
     try {
@@ -134,10 +143,17 @@ export class CompiledVariant {
       if (r.promptIds.some((id) => !Number.isInteger(id) || id < 0 || id >= V)) {
         throw new BatchgenError('invalid_request', `row ${i}: token ids must be integers in [0, ${V})`);
       }
+      if (r.params.stop_strings?.length) {
+        if (this.beams > 1) throw new BatchgenError('unsupported_parameter', `row ${i}: stop strings with beam search are not supported`);
+        if (!this.model.decode) throw new BatchgenError('unsupported_parameter', `row ${i}: stop strings need the model's tokenizer, and variant ${this.id} has none`);
+      }
     });
   }
 
-  /** Warm-up inputs: full-length prompts, and for sampling both with and without top-k/top-p. */
+  /**
+   * Warm-up inputs: full-length prompts, every processor on (repetition penalty, min_new_tokens and
+   * no_repeat_ngram_size bans), and for sampling both with and without top-k/top-p.
+   */
   private warmupBatches(): RowRequest[][] {
     const d = this.model.defaults;
     const base: ResolvedParams = {
@@ -153,6 +169,8 @@ export class CompiledVariant {
       early_stopping: false,
       stop_ids: d.eos_token_id,
       pad_token_id: d.pad_token_id,
+      min_new_tokens: this.key.N,
+      no_repeat_ngram_size: 2,
     };
     const prompt = Array.from({ length: this.key.P }, (_, i) => i % 256);
     const batch = (params: ResolvedParams) => Array.from({ length: this.batchSize }, () => ({ promptIds: prompt, params }));
@@ -216,6 +234,7 @@ export class CompiledVariant {
     };
     const plan: ProcessorPlan = {
       penalty: params.some((p) => p.repetition_penalty !== 1),
+      ban: needsBans(params),
       topk: params.every((p) => p.top_p >= 1 && p.top_k <= TOPK_FAST_MAX) ? 'fast' : 'full',
     };
     const topKOff = perRow((p) => (p.top_k === 0 ? 1 : 0));
@@ -262,13 +281,21 @@ export class CompiledVariant {
           const b = Math.floor(r / k);
           return k === 1 ? [prompts[b], out[b].tokenIds] : [prompts[b], beamRows[b].running[r % k].tokens];
         }) : null;
-        const processors = buildProcessors(strategy, plan, rowParams, seen, topKOff);
+        const banned = plan.ban ? this.bannedTokens(R, M + MAX_STOP_IDS, (r) => {
+          const b = Math.floor(r / k);
+          return bannedTokens(params[b], prompts[b], k === 1 ? out[b].tokenIds : beamRows[b].running[r % k].tokens);
+        }) : null;
+        const processors = buildProcessors(strategy, plan, rowParams, seen, topKOff, banned);
+        const disposeStepInputs = () => {
+          if (seen) tf.dispose([seen.pairs, seen.mask]);
+          if (banned) tf.dispose([banned.pairs, banned.mask]);
+        };
         const next = new Array<number>(R).fill(pad);
         let from: number[] | null = null;
 
         if (k === 1) {
           let scores = onDevice(() => applyAll(logits, processors));
-          if (seen) tf.dispose([seen.pairs, seen.mask]);
+          disposeStepInputs();
           if (strategy === 'sample' && plan.topk === 'full') scores = await this.topKTopP(scores, rowParams, topKOff);
           const uniforms = strategy === 'sample' ? tf.tensor2d(rngs.map((g) => g.next()), [R, 1]) : null;
           const chosen = onDevice(() => (uniforms ? sampleRows(scores, uniforms) : (tf.argMax(scores, 1) as tf.Tensor1D)));
@@ -283,6 +310,14 @@ export class CompiledVariant {
             if (stopSets[b].has(x)) {
               finished[b] = true;
               out[b].finishReason = 'eos';
+              continue;
+            }
+            const stops = params[b].stop_strings;
+            const hit = stops?.length ? await checkStopStrings(out[b].tokenIds, stops, (ids) => this.model.decode!(ids)) : null;
+            if (hit) {
+              finished[b] = true;
+              out[b].finishReason = 'stop';
+              out[b].text = hit.text;
             } else if (out[b].tokenIds.length >= params[b].max_new_tokens) finished[b] = true;
           }
         } else {
@@ -295,7 +330,7 @@ export class CompiledVariant {
             }),
           );
           scores.dispose();
-          if (seen) tf.dispose([seen.pairs, seen.mask]);
+          disposeStepInputs();
           const [vals, idxs] = await Promise.all(top.map((x) => x.data()));
           tf.dispose(top);
           from = Array.from({ length: R }, (_, r) => r);
@@ -381,6 +416,22 @@ export class CompiledVariant {
       }
     }
     return { pairs: tf.tensor2d(pairs, [R * M, 2], 'int32'), mask: tf.tensor2d(mask, [R, M]) };
+  }
+
+  /** Each row's banned next tokens, padded to W, as device tensors. */
+  private bannedTokens(R: number, W: number, bansOf: (r: number) => number[]): BannedTokens {
+    const pairs = new Int32Array(R * W * 2);
+    const mask = new Float32Array(R * W);
+    for (let r = 0; r < R; r++) {
+      const bans = bansOf(r);
+      if (bans.length > W) throw new BatchgenError('generation_failed', `row ${r}: ${bans.length} banned tokens exceed the width ${W}`);
+      for (let j = 0; j < W; j++) {
+        pairs[(r * W + j) * 2] = r;
+        pairs[(r * W + j) * 2 + 1] = bans[j] ?? bans[0] ?? 0;
+        mask[r * W + j] = j < bans.length ? 1 : 0;
+      }
+    }
+    return { pairs: tf.tensor2d(pairs, [R * W, 2], 'int32'), mask: tf.tensor1d(mask) };
   }
 
   /** Frees the cache; a variant evicted while running is freed when its batch ends. */

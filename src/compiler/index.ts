@@ -57,6 +57,11 @@ export class LoadedModel {
     return this.folder.config.n_positions;
   }
 
+  /** Token ids to text with the folder's tokenizer (stop strings are checked on this text). */
+  decode(ids: number[]): Promise<string> {
+    return this.folder.tokenizer.decode(ids);
+  }
+
   dispose(): void {
     this.weights.dispose();
   }

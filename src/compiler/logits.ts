@@ -31,7 +31,20 @@ export interface SeenTokens {
   mask: tf.Tensor2D;
 }
 
+/** Tokens banned per row at this step (min_new_tokens, no_repeat_ngram_size), at a fixed width W. */
+export interface BannedTokens {
+  /** [R * W, 2] int32 (row, token) pairs; padding repeats a real pair. */
+  pairs: tf.Tensor2D;
+  /** [R * W] 1 for a real entry, 0 for padding. */
+  mask: tf.Tensor1D;
+}
+
 export type Processor = (scores: tf.Tensor2D) => tf.Tensor2D;
+
+/** Banned tokens get MASKED added (each real pair appears once, so a score becomes about MASKED). */
+export function banTokens(ban: BannedTokens): Processor {
+  return (s) => tf.add(s, tf.scatterND(ban.pairs, tf.mul(ban.mask, MASKED), s.shape)) as tf.Tensor2D;
+}
 
 /**
  * x[r, idx[r]] for each row, as [R, 1]. A one-hot product instead of gather with batchDims, which
@@ -136,6 +149,8 @@ export function topKTopPCandidates(s: tf.Tensor2D, p: RowParamTensors, topKOff: 
 /** What a batch needs, decided on the host from its rows' parameters. */
 export interface ProcessorPlan {
   penalty: boolean;
+  /** some row has min_new_tokens or no_repeat_ngram_size */
+  ban: boolean;
   /** 'full': top-p or a large top-k (the caller filters: nucleus candidates, else a full sort); 'fast': small top-k only. */
   topk: 'full' | 'fast';
 }
@@ -145,9 +160,17 @@ export interface ProcessorPlan {
  * With plan.topk 'full', the top-k/top-p filter is left to the caller, which needs a host decision
  * between the nucleus candidates and a full sort.
  */
-export function buildProcessors(strategy: Strategy, plan: ProcessorPlan, p: RowParamTensors, seen: SeenTokens | null, topKOff: tf.Tensor2D): Processor[] {
+export function buildProcessors(
+  strategy: Strategy,
+  plan: ProcessorPlan,
+  p: RowParamTensors,
+  seen: SeenTokens | null,
+  topKOff: tf.Tensor2D,
+  banned: BannedTokens | null = null,
+): Processor[] {
   const list: Processor[] = [];
   if (plan.penalty && seen) list.push(repetitionPenalty(seen, p.penalty));
+  if (plan.ban && banned) list.push(banTokens(banned));
   if (strategy === 'sample') list.push(temperature(p.invTemperature));
   if (strategy === 'sample' && plan.topk === 'fast') list.push(topKOnly(p, topKOff));
   return list;

@@ -58,10 +58,16 @@ export interface RowRequest {
   params: ResolvedParams;
 }
 
-export type FinishReason = 'eos' | 'length';
+/** `eos`: an EOS or stop id; `stop`: a stop string; `length`: max_new_tokens reached. */
+export type FinishReason = 'eos' | 'stop' | 'length';
 
 export interface RowResult {
-  /** Generated ids only; the stop id is included when one was produced. */
+  /**
+   * Generated ids only; the stop id is included when one was produced, and for a stop string the
+   * ids up to and including the token that completed it.
+   */
   tokenIds: number[];
   finishReason: FinishReason;
+  /** For finishReason 'stop': the decoded text, cut before the stop string. */
+  text?: string;
 }

@@ -4,6 +4,7 @@
  * padding waste of a plan. Pure functions.
  */
 import { bucketFor, type BucketPolicy } from '../shared/buckets.js';
+import { compileKeyFor } from '../shared/compile-key.js';
 
 export interface PaddingReport {
   /** real prompt tokens */
@@ -98,4 +99,34 @@ export function planBuckets(lengths: number[], k: number): BucketPlan {
   }
   buckets.reverse();
   return { buckets, ...listPadding(lengths, buckets) };
+}
+
+/** One request as planning sees it: its prompt tokens and its max_new_tokens. */
+export interface PlannedRequest {
+  prompt: number;
+  maxNew: number;
+}
+
+export interface ServableKeys extends PaddingReport {
+  /** the distinct (P, N) bucket pairs the requests get, every one with P + N ≤ the context */
+  keys: { P: number; N: number }[];
+}
+
+/**
+ * The bucket pairs that requests get under a prompt policy and a new-token policy, computed as the
+ * producer computes them (compileKeyFor, capped so that P + N ≤ ctx), and the prompt padding of
+ * those keys. Every request must fit (prompt + maxNew ≤ ctx).
+ */
+export function servableKeys(requests: PlannedRequest[], ctx: number, prompt: BucketPolicy, newTokens: BucketPolicy): ServableKeys {
+  const keys = new Map<string, { P: number; N: number }>();
+  let real = 0;
+  let padded = 0;
+  for (const r of requests) {
+    const k = compileKeyFor('plan', r.prompt, { max_new_tokens: r.maxNew, do_sample: false, num_beams: 1 }, ctx, prompt, newTokens);
+    keys.set(`${k.P}:${k.N}`, { P: k.P, N: k.N });
+    real += r.prompt;
+    padded += k.P;
+  }
+  const sorted = [...keys.values()].sort((a, b) => a.P - b.P || a.N - b.N);
+  return { keys: sorted, real, padded, waste: padded === 0 ? 0 : (padded - real) / padded };
 }

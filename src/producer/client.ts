@@ -69,7 +69,7 @@ export interface GenerateResult {
   custom_id: string;
   text: string;
   token_ids: number[];
-  finish_reason: 'eos' | 'length';
+  finish_reason: 'eos' | 'stop' | 'length';
   usage: { prompt_tokens: number; completion_tokens: number };
   seed: number;
 }

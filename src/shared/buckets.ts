@@ -55,3 +55,29 @@ export function bucketFor(n: number, policy: BucketPolicy, max: number): number 
   }
   return Math.min(b, max);
 }
+
+/** Rounds n up to a multiple of g. */
+const roundUp = (n: number, g: number) => Math.ceil(n / g) * g;
+
+/** The finest rounding tried before exact sizes, for keys capped at the context. */
+export const CAPPED_GRANULARITY = 16;
+
+/**
+ * A prompt and new-token bucket pair that a model of `ctx` positions can serve (P + N ≤ ctx), from
+ * the policies' buckets P0 ≥ p and N0 ≥ n, for a request with p + n ≤ ctx. In order:
+ * (P0, N0) when it fits; P capped at ctx - N0 when that still holds the prompt; N capped at ctx - P0
+ * when that still holds max_new_tokens; else, near the context, N rounded up to a multiple of 16,
+ * 8, 4, 2, 1 (the first whose cap on P still holds the prompt; 1 always does). A request with at
+ * least g - 1 tokens of slack (ctx - p - n) is served at granularity g or coarser.
+ */
+export function servableBuckets(p: number, n: number, ctx: number, P0: number, N0: number): { P: number; N: number } | null {
+  if (p < 1 || n < 1 || p + n > ctx || P0 < p || N0 < n) return null;
+  if (P0 + N0 <= ctx) return { P: P0, N: N0 };
+  if (ctx - N0 >= p) return { P: ctx - N0, N: N0 };
+  if (ctx - P0 >= n) return { P: P0, N: ctx - P0 };
+  for (let g = CAPPED_GRANULARITY; g >= 1; g /= 2) {
+    const N = Math.min(roundUp(n, g), N0);
+    if (ctx - N >= p) return { P: Math.min(P0, ctx - N), N };
+  }
+  return null; // unreachable: g = 1 gives N = n and ctx - n ≥ p
+}

@@ -1,4 +1,4 @@
-import { bucketFor, type BucketPolicy } from './buckets.js';
+import { bucketFor, servableBuckets, type BucketPolicy } from './buckets.js';
 import { BatchgenError } from './errors.js';
 import { strategyOf, type ResolvedParams, type Strategy } from './params.js';
 
@@ -33,8 +33,11 @@ export function parseKeyId(id: string): CompileKey {
 }
 
 /**
- * The compile key of one request. Refuses prompts whose real length plus max_new_tokens does not fit
- * the model's context (positions are taken from the real tokens, so bucket padding costs no context).
+ * The compile key of one request: a prompt and a new-token bucket that hold it and that the model
+ * can serve (P + N ≤ context; see servableBuckets for how keys near the context are capped).
+ * Refuses only requests whose real prompt length plus max_new_tokens does not fit the context
+ * (positions are taken from the real tokens, so bucket padding costs no context), or that no
+ * bucket of a list policy holds.
  */
 export function compileKeyFor(
   model: string,
@@ -42,18 +45,30 @@ export function compileKeyFor(
   params: Pick<ResolvedParams, 'max_new_tokens' | 'do_sample' | 'num_beams'>,
   contextLength: number,
   policy: BucketPolicy,
+  newTokensPolicy: BucketPolicy = policy,
 ): CompileKey {
   if (promptTokens < 1) throw new BatchgenError('invalid_request', 'the prompt is empty after tokenization');
-  if (promptTokens + params.max_new_tokens > contextLength) {
+  const n = params.max_new_tokens;
+  if (promptTokens + n > contextLength) {
     throw new BatchgenError(
       'context_length_exceeded',
-      `prompt of ${promptTokens} tokens plus max_new_tokens ${params.max_new_tokens} exceeds the model's context of ${contextLength}`,
+      `prompt of ${promptTokens} tokens plus max_new_tokens ${n} exceeds the model's context of ${contextLength}`,
     );
   }
-  const P = bucketFor(promptTokens, policy, contextLength);
-  const N = bucketFor(params.max_new_tokens, policy, contextLength);
-  if (P === null || N === null) {
-    throw new BatchgenError('context_length_exceeded', `no bucket of the policy fits ${promptTokens} prompt tokens and ${params.max_new_tokens} new tokens`);
+  const P0 = bucketFor(promptTokens, policy, contextLength);
+  if (P0 === null) throw new BatchgenError('context_length_exceeded', `no prompt bucket of the policy holds a prompt of ${promptTokens} tokens`);
+  const N0 = bucketFor(n, newTokensPolicy, contextLength);
+  if (N0 === null) throw new BatchgenError('context_length_exceeded', `no new-token bucket of the policy holds max_new_tokens ${n}`);
+  const b = servableBuckets(promptTokens, n, contextLength, P0, N0)!;
+  return { model, P: b.P, N: b.N, strategy: strategyOf(params) };
+}
+
+/** Refuses a key that a model of `contextLength` positions cannot run (P + N > context). */
+export function assertServable(key: CompileKey, contextLength: number): void {
+  if (key.P + key.N > contextLength) {
+    throw new BatchgenError(
+      'context_length_exceeded',
+      `compile key ${keyId(key)}: prompt bucket ${key.P} plus new-token bucket ${key.N} exceeds the model's context of ${contextLength}`,
+    );
   }
-  return { model, P, N, strategy: strategyOf(params) };
 }

@@ -11,7 +11,7 @@ export interface NativeResultLine {
   custom_id: string;
   text: string;
   token_ids: number[];
-  finish_reason: 'eos' | 'length';
+  finish_reason: 'eos' | 'stop' | 'length';
   usage: { prompt_tokens: number; completion_tokens: number };
   error: null;
 }
@@ -37,9 +37,9 @@ function stableId(...parts: (string | number)[]): string {
   return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 24);
 }
 
-/** OpenAI's finish reasons: an EOS (or stop id) is `stop`, the token limit is `length`. */
-export function openAIFinishReason(r: 'eos' | 'length'): 'stop' | 'length' {
-  return r === 'eos' ? 'stop' : 'length';
+/** OpenAI's finish reasons: an EOS, stop id or stop string is `stop`, the token limit is `length`. */
+export function openAIFinishReason(r: 'eos' | 'stop' | 'length'): 'stop' | 'length' {
+  return r === 'length' ? 'length' : 'stop';
 }
 
 /** The fields of a native result line that come from the stored result. */

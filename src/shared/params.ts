@@ -4,6 +4,10 @@ import { BatchgenError } from './errors.js';
 /** The most stop ids a request may add (beam variants fetch enough candidates for this many). */
 export const MAX_STOP_TOKEN_IDS = 16;
 
+/** The most stop strings a request may give (OpenAI's limit), and the longest one. */
+export const MAX_STOP_STRINGS = 4;
+export const MAX_STOP_STRING_CHARS = 256;
+
 /** Every generation parameter, with Hugging Face's names and the bounds a request may use. */
 export const GenerationParamFields = z.object({
   max_new_tokens: z.number().int().min(1).max(8192),
@@ -18,6 +22,12 @@ export const GenerationParamFields = z.object({
   early_stopping: z.union([z.boolean(), z.literal('never')]),
   /** Extra token ids that end a row, besides the model's EOS. */
   stop_token_ids: z.array(z.number().int().min(0)).max(MAX_STOP_TOKEN_IDS),
+  /** Texts that end a row (checked on the decoded text, across token boundaries); the text ends before it. */
+  stop_strings: z.array(z.string().min(1).max(MAX_STOP_STRING_CHARS)).max(MAX_STOP_STRINGS),
+  /** EOS and stop ids cannot be chosen before this many new tokens. */
+  min_new_tokens: z.number().int().min(0).max(8192),
+  /** An n-gram of this size never occurs twice in prompt + generated (0: off). */
+  no_repeat_ngram_size: z.number().int().min(0).max(8192),
 });
 /**
  * A request's generation parameters. Everything is optional: what a request leaves out comes from
@@ -43,6 +53,8 @@ export const HF_DEFAULTS = {
   num_beams: 1,
   length_penalty: 1.0,
   early_stopping: false as boolean | 'never',
+  min_new_tokens: 0,
+  no_repeat_ngram_size: 0,
 };
 
 /** Every parameter decided: what one row of a batch runs with. */
@@ -61,6 +73,12 @@ export interface ResolvedParams {
   /** EOS ids of the model plus the request's stop ids. */
   stop_ids: number[];
   pad_token_id: number;
+  /** Stop texts, checked on the host (absent: none). */
+  stop_strings?: string[];
+  /** absent: 0 */
+  min_new_tokens?: number;
+  /** absent: 0 (off) */
+  no_repeat_ngram_size?: number;
 }
 
 /** `greedy`, `sample` or `beam{k}`: the part of the program that the parameters choose. */
@@ -82,9 +100,15 @@ export function resolveParams(req: GenerationParams, defaults: GenerationDefault
     early_stopping: pick('early_stopping'),
     stop_ids: [...new Set([...defaults.eos_token_id, ...(req.stop_token_ids ?? [])])],
     pad_token_id: defaults.pad_token_id,
+    stop_strings: [...new Set(req.stop_strings ?? defaults.stop_strings ?? [])],
+    min_new_tokens: pick('min_new_tokens'),
+    no_repeat_ngram_size: pick('no_repeat_ngram_size'),
   };
   if (r.num_beams > 1 && r.do_sample) {
     throw new BatchgenError('unsupported_parameter', 'do_sample with num_beams > 1 (beam sampling) is not supported');
+  }
+  if (r.num_beams > 1 && r.stop_strings!.length > 0) {
+    throw new BatchgenError('unsupported_parameter', 'stop strings with num_beams > 1 (beam search) are not supported; use stop_token_ids');
   }
   return r;
 }

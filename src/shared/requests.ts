@@ -23,11 +23,14 @@ export const OPENAI_DEFAULT_MAX_TOKENS = 16;
  * Maps an OpenAI completion body to generation parameters:
  * - `max_tokens` (default 16) → `max_new_tokens`;
  * - `temperature` (default 1): 0 means greedy, above 0 sampling at that temperature;
- * - `top_p` → `top_p`, `seed` → `seed`, `stop` → stop strings (each must be a single token);
+ * - `top_p` (default 1) → `top_p`, `seed` → `seed`, `stop` (up to 4 strings of any length) → `stop_strings`;
+ * - OpenAI has no top-k, repetition penalty, beams, min_new_tokens or n-gram ban: those are set off
+ *   (top_k 0, repetition_penalty 1, num_beams 1, ...), so a model folder's generation_config.json
+ *   (Hugging Face's top_k 50 included) never applies to an OpenAI line;
  * - `n` and `best_of`: only 1; `stream`, `echo`, `logprobs`, `suffix`, `logit_bias`,
  *   `presence_penalty`, `frequency_penalty`: only at their neutral values. Anything else is an error.
  */
-export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequest['prompt']; params: GenerationParams; stop_strings: string[] } {
+export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequest['prompt']; params: GenerationParams } {
   const unsupported = (name: string, value: unknown, why: string): never => {
     throw new BatchgenError('unsupported_parameter', `${name}=${JSON.stringify(value)}: ${why}`);
   };
@@ -50,7 +53,17 @@ export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequ
     if (prompt.length !== 1) unsupported('prompt', `[${prompt.length} prompts]`, 'one prompt per request line');
     prompt = prompt[0] as string;
   }
-  const params: GenerationParams = { max_new_tokens: body.max_tokens ?? OPENAI_DEFAULT_MAX_TOKENS };
+  const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+  const params: GenerationParams = {
+    max_new_tokens: body.max_tokens ?? OPENAI_DEFAULT_MAX_TOKENS,
+    top_k: 0,
+    top_p: body.top_p ?? 1,
+    repetition_penalty: 1,
+    num_beams: 1,
+    min_new_tokens: 0,
+    no_repeat_ngram_size: 0,
+    stop_strings: stop,
+  };
   const temperature = body.temperature ?? 1;
   if (temperature === 0) {
     params.do_sample = false;
@@ -58,10 +71,8 @@ export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequ
     params.do_sample = true;
     params.temperature = temperature;
   }
-  if (body.top_p != null) params.top_p = body.top_p;
   if (body.seed != null) params.seed = body.seed;
-  const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
-  return { prompt: prompt as GenerationRequest['prompt'], params, stop_strings: stop };
+  return { prompt: prompt as GenerationRequest['prompt'], params };
 }
 
 /** The result of reading one line: a request, or the error record of that line. */
@@ -92,12 +103,12 @@ export function requestFromObject(obj: Record<string, unknown>): GenerationReque
     const b = OpenAICompletionBody.safeParse(r.data.body);
     if (!b.success) throw new BatchgenError(zodErrorCode(b.error), `body: ${describeZodError(b.error)}`);
     const mapped = fromOpenAI(b.data);
-    return { custom_id: r.data.custom_id, model: b.data.model, prompt: mapped.prompt, params: mapped.params, stop_strings: mapped.stop_strings, form: 'openai' };
+    return { custom_id: r.data.custom_id, model: b.data.model, prompt: mapped.prompt, params: mapped.params, form: 'openai' };
   }
   const r = NativeRequest.safeParse(obj);
   if (!r.success) throw new BatchgenError(zodErrorCode(r.error), describeZodError(r.error));
   const { custom_id, model, prompt, ...params } = r.data;
-  return { custom_id, model, prompt, params, stop_strings: [], form: 'native' };
+  return { custom_id, model, prompt, params, form: 'native' };
 }
 
 /**

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { BatchgenError, type ErrorCode } from './errors.js';
 import { BATCH_ID_RE, MODEL_NAME_RE } from './keys.js';
-import { GenerationParamFields, GenerationParams, type ResolvedParams } from './params.js';
+import { GenerationParamFields, GenerationParams, MAX_STOP_STRINGS, MAX_STOP_STRING_CHARS, type ResolvedParams } from './params.js';
 
 /** The longest prompt, in tokens, that a request or a payload may carry (far above any GPT-2 context). */
 export const MAX_PROMPT_TOKENS = 8192;
@@ -60,7 +60,7 @@ export const OpenAICompletionBody = z
     temperature: z.number().min(0).max(2).nullish(),
     top_p: z.number().gt(0).max(1).nullish(),
     seed: z.number().int().min(0).max(0xffffffff).nullish(),
-    stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(4)]).nullish(),
+    stop: z.union([z.string().min(1).max(MAX_STOP_STRING_CHARS), z.array(z.string().min(1).max(MAX_STOP_STRING_CHARS)).max(MAX_STOP_STRINGS)]).nullish(),
     n: z.number().int().min(1).nullish(),
     best_of: z.number().int().min(1).nullish(),
     stream: z.boolean().nullish(),
@@ -80,24 +80,23 @@ export type OpenAICompletionBody = z.infer<typeof OpenAICompletionBody>;
 export const RequestForm = z.enum(['native', 'openai']);
 export type RequestForm = z.infer<typeof RequestForm>;
 
-/**
- * A request in the one form the producer works with, whichever form it came in.
- * `stop_strings` are resolved to token ids by the producer (each must be one token).
- */
+/** A request in the one form the producer works with, whichever form it came in. */
 export interface GenerationRequest {
   custom_id: string;
   model: string;
   prompt: Prompt;
   params: GenerationParams;
-  stop_strings: string[];
   form: RequestForm;
 }
 
 /** The resolved parameters of one row, as stored in a job payload. */
-export const ResolvedParamsSchema = GenerationParamFields.omit({ stop_token_ids: true })
+export const ResolvedParamsSchema = GenerationParamFields.omit({ stop_token_ids: true, stop_strings: true, min_new_tokens: true, no_repeat_ngram_size: true })
   .extend({
     stop_ids: z.array(z.number().int().min(0)).max(32),
     pad_token_id: z.number().int().min(0),
+    stop_strings: GenerationParamFields.shape.stop_strings.optional(),
+    min_new_tokens: GenerationParamFields.shape.min_new_tokens.optional(),
+    no_repeat_ngram_size: GenerationParamFields.shape.no_repeat_ngram_size.optional(),
   })
   .strict();
 // A compile-time check that the schema and the compiler's interface agree.
@@ -124,7 +123,8 @@ export const JobPayload = z
   .strict();
 export type JobPayload = z.infer<typeof JobPayload>;
 
-export const FinishReason = z.enum(['eos', 'length']);
+/** `eos`: an EOS or stop id; `stop`: a stop string (the text ends before it); `length`: max_new_tokens. */
+export const FinishReason = z.enum(['eos', 'stop', 'length']);
 
 /** One request's result, written once per custom_id. */
 export const ResultRecord = z.object({

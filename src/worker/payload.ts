@@ -45,6 +45,9 @@ export function checkPayload(jobId: string | undefined, data: unknown, limits: P
   }
   if (p.model !== k.model) return bad(`payload model "${p.model}" is not the model of its queue (${k.model})`);
   if (p.key !== keyId(k)) return bad(`payload key ${p.key} is not the key of its queue (${keyId(k)})`);
+  if (k.P + k.N > limits.contextLength) {
+    return bad(`compile key ${keyId(k)}: prompt bucket ${k.P} plus new-token bucket ${k.N} exceeds the model's context of ${limits.contextLength}, so no variant of it can run`);
+  }
   if (p.prompt_ids.length > k.P) return bad(`prompt of ${p.prompt_ids.length} tokens does not fit the queue's prompt bucket ${k.P}`);
   if (p.params.max_new_tokens > k.N) return bad(`max_new_tokens ${p.params.max_new_tokens} does not fit the queue's new-token bucket ${k.N}`);
   if (p.prompt_ids.length + p.params.max_new_tokens > limits.contextLength) {
@@ -56,5 +59,6 @@ export function checkPayload(jobId: string | undefined, data: unknown, limits: P
   if (badStop !== undefined) return bad(`stop or pad id ${badStop} is outside the vocabulary (${limits.vocabSize})`);
   if (strategyOf(p.params) !== k.strategy) return bad(`parameters ask for ${strategyOf(p.params)}, the queue runs ${k.strategy}`);
   if (p.params.num_beams > 1 && p.params.do_sample) return bad('beam sampling (do_sample with num_beams > 1) is not supported');
+  if (p.params.num_beams > 1 && p.params.stop_strings?.length) return bad('stop strings with beam search (num_beams > 1) are not supported');
   return { ok: true, payload: p };
 }

@@ -10,6 +10,7 @@ import type { JobPayload, ResultRecord } from '../shared/schemas.js';
 /**
  * The text of a result: the generated ids decoded. For an OpenAI line a final stop id is left out
  * of the text, as OpenAI leaves out the stop sequence; the tokenizer skips special tokens anyway.
+ * A row ended by a stop string comes with its text already cut before the stop (both forms).
  */
 export async function resultRecord(
   payload: JobPayload,
@@ -24,7 +25,7 @@ export async function resultRecord(
     line: payload.line,
     form: payload.form,
     model: payload.model,
-    text: await decode(textIds),
+    text: row.finishReason === 'stop' && row.text !== undefined ? row.text : await decode(textIds),
     token_ids: ids,
     finish_reason: row.finishReason,
     prompt_tokens: payload.prompt_ids.length,

@@ -1,7 +1,8 @@
 /**
  * Compiled variants never retrace: after warm-up, a mixed workload of more than 100 requests
  * (prompt lengths within buckets, greedy / sampling / beam, different temperatures, top-k, top-p,
- * seeds, penalties, stop ids and max_new_tokens within the same new-token bucket) sees no new kernel
+ * seeds, penalties, stop ids, stop strings, min_new_tokens, no_repeat_ngram_size and max_new_tokens
+ * within the same new-token bucket) sees no new kernel
  * signature and compiles nothing. Inputs of another shape are refused by the shape guard.
  */
 import { test, before, after } from 'node:test';
@@ -44,7 +45,10 @@ function* workload(n: number): Generator<RowRequest> {
       max_new_tokens: 1 + rand(16),
       repetition_penalty: [1, 1, 1.2, 2][rand(4)],
       stop_token_ids: rand(2) ? [rand(V)] : [],
+      min_new_tokens: [0, 0, 2, 16][rand(4)],
+      no_repeat_ngram_size: [0, 0, 2, 3][rand(4)],
     };
+    if (kind !== 2 && rand(3) === 0) req.stop_strings = ['e', ' th'];
     if (kind === 1) {
       Object.assign(req, {
         do_sample: true,
@@ -79,6 +83,7 @@ test('zero retraces and zero compiles over 120 mixed requests after warm-up', as
       const p = batch[j].params;
       assert.ok(r.tokenIds.length >= 1 && r.tokenIds.length <= p.max_new_tokens, `request ${i + j}: ${r.tokenIds.length} tokens`);
       if (r.finishReason === 'eos') assert.ok(p.stop_ids.includes(r.tokenIds[r.tokenIds.length - 1]));
+      else if (r.finishReason === 'stop') assert.ok(p.stop_strings?.length && r.text !== undefined);
       else if (p.num_beams === 1) assert.equal(r.tokenIds.length, p.max_new_tokens);
     });
     done += out.length;
