@@ -23,7 +23,7 @@ import { pino } from 'pino';
 import { makeModel } from '../src/compiler/make-model.js';
 import { demoRequests } from '../src/cli/demo.js';
 import { bucketFor, DEFAULT_BUCKET_POLICY } from '../src/shared/buckets.js';
-import { loadModelInfo } from '../src/shared/models.js';
+import { loadModelInfo } from '../src/model/info.js';
 import { requestFromObject } from '../src/shared/requests.js';
 import { GenerationClient } from '../src/producer/client.js';
 import { prepareRequest } from '../src/producer/prepare.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { gpt2TokenizerJson, loadTokenizer } from '../src/compiler/tokenizer.js';
+import { gpt2TokenizerJson, loadTokenizer } from '../src/model/tokenizer.js';
 import { ModelFormatError } from '../src/shared/errors.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'batchgen-tok-'));

@@ -8,7 +8,8 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_BUCKET_POLICY, formatBucketPolicy, parseBucketPolicy } from '../shared/buckets.js';
 import { BatchgenError } from '../shared/errors.js';
-import { loadModelInfo, parseModelSpecs } from '../shared/models.js';
+import { loadModelInfo } from '../model/info.js';
+import { parseModelSpecs } from '../shared/models.js';
 import { resolveParams } from '../shared/params.js';
 import { parseRequestLine } from '../shared/requests.js';
 import { planBuckets, servableKeys, type PlannedRequest } from '../producer/bucket-plan.js';

@@ -5,7 +5,8 @@
  * writing one cache position). Every function here is synchronous and meant to run inside tf.tidy.
  */
 import { tf } from './backend.js';
-import type { Gpt2Config, Gpt2Weights } from './types.js';
+import type { Gpt2Config } from '../model/config.js';
+import type { Gpt2Weights } from './types.js';
 import type { KvCache } from './kv-cache.js';
 
 export interface DeviceBlock {

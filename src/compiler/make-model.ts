@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeSafetensorsLazy, type FloatDtype, type TensorSpec } from './safetensors.js';
-import { gpt2TokenizerJson } from './tokenizer.js';
+import { gpt2TokenizerJson } from '../model/tokenizer.js';
 import { expectedShapes } from './model-folder.js';
-import type { Gpt2Config } from './types.js';
+import type { Gpt2Config } from '../model/config.js';
 
 export interface MakeModelOptions {
   /** Folder to write (created if needed; files in it are overwritten). */

@@ -1,14 +1,6 @@
-import type { GenerationDefaults, ResolvedParams } from '../shared/params.js';
+import type { ModelMeta } from '../model/info.js';
+import type { ResolvedParams } from '../shared/params.js';
 
-/** The fields of a Hugging Face GPT-2 config.json that the model needs. */
-export interface Gpt2Config {
-  vocab_size: number;
-  n_positions: number;
-  n_embd: number;
-  n_layer: number;
-  n_head: number;
-  layer_norm_epsilon: number;
-}
 
 /** One transformer block's weights, in Hugging Face's Conv1D layout ([in, out]), as float32. */
 export interface Gpt2BlockWeights {
@@ -36,20 +28,9 @@ export interface Gpt2Weights {
   blocks: Gpt2BlockWeights[];
 }
 
-/** Text ⇄ token ids through the model folder's tokenizer.json. */
-export interface TextTokenizer {
-  encode(text: string): Promise<number[]>;
-  decode(ids: number[]): Promise<string>;
-}
-
-/** A model folder read and checked: config, float32 weights, tokenizer, generation defaults. */
-export interface ModelFolder {
-  dir: string;
-  config: Gpt2Config;
+/** A model folder read and checked: its metadata and float32 weights. */
+export interface ModelFolder extends ModelMeta {
   weights: Gpt2Weights;
-  tokenizer: TextTokenizer;
-  /** From generation_config.json when present (eos and pad ids always filled). */
-  defaults: GenerationDefaults;
 }
 
 /** One row of a batch: a prompt's token ids (unpadded) and its resolved parameters. */

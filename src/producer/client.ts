@@ -13,7 +13,8 @@ import { BatchStore, DEFAULT_RETENTION_S, type BatchRecord, type RegisterEntry }
 import { parseKeyId } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
 import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared/keys.js';
-import { loadModelInfo, type ModelInfo, type ModelSpec } from '../shared/models.js';
+import { loadModelInfo, type ModelInfo } from '../model/info.js';
+import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
 import { parseRequestLine, requestFromObject, type ParsedLine } from '../shared/requests.js';

@@ -5,7 +5,7 @@
 import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
 import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
-import type { ModelInfo } from '../shared/models.js';
+import type { ModelInfo } from '../model/info.js';
 import { resolveParams, type ResolvedParams } from '../shared/params.js';
 import { MAX_PROMPT_TOKENS, type GenerationRequest } from '../shared/schemas.js';
 

@@ -5,7 +5,8 @@
  */
 import type { RowRequest, RowResult } from '../compiler/types.js';
 import type { CompileKey } from '../shared/compile-key.js';
-import { loadModelInfo, type ModelSpec } from '../shared/models.js';
+import { loadModelInfo } from '../model/info.js';
+import type { ModelSpec } from '../shared/models.js';
 
 export interface EngineModel {
   name: string;

@@ -5,7 +5,8 @@
  * the classic way (Hugging Face's BeamSearchScorer / BeamHypotheses), by exhaustive expansion over
  * the full vocabulary. Nothing here imports the code under test except its data types.
  */
-import type { Gpt2BlockWeights, Gpt2Config, Gpt2Weights } from '../../src/compiler/types.js';
+import type { Gpt2Config } from '../../src/model/config.js';
+import type { Gpt2BlockWeights, Gpt2Weights } from '../../src/compiler/types.js';
 
 export interface RefModel {
   config: Gpt2Config;

@@ -3,7 +3,12 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { Tokenizer } from 'tokenizers';
 import { ModelFormatError } from '../shared/errors.js';
-import type { TextTokenizer } from './types.js';
+
+/** Text ⇄ token ids through the model folder's tokenizer.json. */
+export interface TextTokenizer {
+  encode(text: string): Promise<number[]>;
+  decode(ids: number[]): Promise<string>;
+}
 
 /**
  * Loads a tokenizer.json. `encode` adds no special tokens (a GPT-2 prompt is its text, nothing

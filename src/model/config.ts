@@ -1,0 +1,45 @@
+/** config.json of a GPT-2 folder: checked, with errors that name the file and the field. */
+import { ModelFormatError } from '../shared/errors.js';
+
+/** The fields of a Hugging Face GPT-2 config.json that the model needs. */
+export interface Gpt2Config {
+  vocab_size: number;
+  n_positions: number;
+  n_embd: number;
+  n_layer: number;
+  n_head: number;
+  layer_norm_epsilon: number;
+}
+
+/** Gelu variants that are the tanh approximation GPT-2 was trained with (what the forward computes). */
+const TANH_GELU = new Set(['gelu_new', 'gelu_pytorch_tanh']);
+
+export function parseConfig(raw: Record<string, unknown>, file = 'config.json'): Gpt2Config {
+  const fail = (problem: string): never => {
+    throw new ModelFormatError(file, problem);
+  };
+  const positiveInt = (key: string, value: unknown): number => {
+    if (value === undefined || value === null) fail(`missing required field "${key}"`);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) fail(`"${key}" must be a positive integer, got ${JSON.stringify(value)}`);
+    return value as number;
+  };
+  if (raw.model_type !== undefined && raw.model_type !== 'gpt2') fail(`model_type "${String(raw.model_type)}" is not supported (only gpt2)`);
+  const vocab_size = positiveInt('vocab_size', raw.vocab_size);
+  // n_ctx is the old name of n_positions; some early configs only have it.
+  const n_positions = positiveInt(raw.n_positions !== undefined ? 'n_positions' : 'n_positions (or n_ctx)', raw.n_positions ?? raw.n_ctx);
+  const n_embd = positiveInt('n_embd', raw.n_embd);
+  const n_layer = positiveInt('n_layer', raw.n_layer);
+  const n_head = positiveInt('n_head', raw.n_head);
+  if (n_embd % n_head !== 0) fail(`n_embd ${n_embd} is not divisible by n_head ${n_head}`);
+  const eps = raw.layer_norm_epsilon ?? 1e-5;
+  if (typeof eps !== 'number' || !(eps > 0)) fail(`"layer_norm_epsilon" must be a positive number, got ${JSON.stringify(eps)}`);
+
+  // Options that change the forward pass: refused rather than silently computed another way.
+  const act = raw.activation_function ?? 'gelu_new';
+  if (typeof act !== 'string' || !TANH_GELU.has(act)) fail(`activation_function ${JSON.stringify(act)} is not supported (only gelu_new)`);
+  if (raw.n_inner !== undefined && raw.n_inner !== null && raw.n_inner !== 4 * n_embd) fail(`n_inner ${JSON.stringify(raw.n_inner)} is not supported (only 4 * n_embd)`);
+  if (raw.scale_attn_weights === false) fail('scale_attn_weights false is not supported');
+  if (raw.scale_attn_by_inverse_layer_idx === true) fail('scale_attn_by_inverse_layer_idx true is not supported');
+  if (raw.add_cross_attention === true) fail('add_cross_attention true is not supported');
+  return { vocab_size, n_positions, n_embd, n_layer, n_head, layer_norm_epsilon: eps as number };
+}

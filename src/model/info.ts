@@ -1,0 +1,56 @@
+/**
+ * What a model folder says without its weights: config.json, generation_config.json and
+ * tokenizer.json, read and checked. Producers need only this (tokenize, context, defaults); the
+ * compiler reads the weights on top of it.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ModelFormatError } from '../shared/errors.js';
+import type { ModelSpec } from '../shared/models.js';
+import type { GenerationDefaults } from '../shared/params.js';
+import { parseConfig, type Gpt2Config } from './config.js';
+import { parseGenerationDefaults } from './generation-config.js';
+import { readJsonObject } from './json-file.js';
+import { loadTokenizer, type TextTokenizer } from './tokenizer.js';
+
+/** A model folder's metadata: everything but the weights. */
+export interface ModelMeta {
+  dir: string;
+  config: Gpt2Config;
+  /** From generation_config.json when present (eos and pad ids always filled). */
+  defaults: GenerationDefaults;
+  tokenizer: TextTokenizer;
+}
+
+/** Checks that `dir` is a folder, then reads config.json, generation_config.json and tokenizer.json. */
+export async function readModelMeta(dir: string): Promise<ModelMeta> {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(dir);
+  } catch {
+    throw new ModelFormatError(dir, 'model folder not found');
+  }
+  if (!stat.isDirectory()) throw new ModelFormatError(dir, 'not a folder (a model is a folder with config.json, model.safetensors and tokenizer.json)');
+  const configFile = path.join(dir, 'config.json');
+  const raw = readJsonObject(configFile, true)!;
+  const config = parseConfig(raw, configFile);
+  const genFile = path.join(dir, 'generation_config.json');
+  const defaults = parseGenerationDefaults(readJsonObject(genFile, false) ?? {}, raw, config.vocab_size, genFile);
+  const tokenizer = await loadTokenizer(path.join(dir, 'tokenizer.json'));
+  return { dir, config, defaults, tokenizer };
+}
+
+/** What a producer needs of a model: no weights. */
+export interface ModelInfo {
+  name: string;
+  dir: string;
+  contextLength: number;
+  vocabSize: number;
+  defaults: GenerationDefaults;
+  tokenizer: TextTokenizer;
+}
+
+export async function loadModelInfo(spec: ModelSpec): Promise<ModelInfo> {
+  const m = await readModelMeta(spec.dir);
+  return { name: spec.name, dir: spec.dir, contextLength: m.config.n_positions, vocabSize: m.config.vocab_size, defaults: m.defaults, tokenizer: m.tokenizer };
+}
