@@ -111,3 +111,20 @@ test('diagnoseKeys: held, unservable (no model, no worker, compile failed everyw
   // problem keys come first
   assert.equal(diagnoseKeys(pending, beats).at(-1)!.state, 'held');
 });
+
+test('KeyBook: a failed compile waits for its retry time, shows in health while its key has waiting work, and is forgotten once the key has none', async () => {
+  const { KeyBook } = await import('../src/worker/key-book.js');
+  const b = new KeyBook();
+  b.compileFailed('k', 'boom', 0, 100, W(2));
+  assert.equal(b.canTry('k', 50), false);
+  assert.equal(b.canTry('k', 100), true);
+  assert.deepEqual(b.health().problems.map((p) => [p.key, p.problem, p.waiting]), [['k', 'compile_failed', 2]]);
+  b.noteWork(new Map([['k', W(0, 0, 0)]]), 50);
+  assert.equal(b.health().ok, true, 'no waiting work: healthy');
+  assert.equal(b.failedCount, 1, 'kept until its retry time');
+  b.noteWork(new Map(), 150);
+  assert.equal(b.failedCount, 0);
+  assert.deepEqual(b.setRefused([{ key: 'r', reason: 'max_keys', work: W(1) }]), ['r']);
+  assert.deepEqual(b.setRefused([{ key: 'r', reason: 'max_keys', work: W(1) }]), [], 'a refusal is new only once');
+  assert.deepEqual(b.report().refused, [{ key: 'r', reason: 'max_keys' }]);
+});

@@ -3,7 +3,7 @@
  * while) and keys refused at the last refresh (max keys or the cache budget). It feeds the
  * heartbeat, the metrics and /healthz (workerHealth in key-policy.ts).
  */
-import { NO_WORK, type QueueWork } from '../shared/registry.js';
+import { hasWork, NO_WORK, type QueueWork } from '../shared/registry.js';
 import { workerHealth, type RefusalReason, type WorkerHealth } from './key-policy.js';
 
 interface Failure {
@@ -30,9 +30,12 @@ export class KeyBook {
     this.failed.delete(id);
   }
 
-  /** The latest counts of the keys' queues. */
-  noteWork(work: Map<string, QueueWork>): void {
-    for (const [id, f] of this.failed) f.work = work.get(id) ?? f.work;
+  /** The latest counts of the keys' queues (keys not counted are not served here any more). A failure past its retry time on a key with no work is forgotten. */
+  noteWork(work: Map<string, QueueWork>, now: number): void {
+    for (const [id, f] of this.failed) {
+      f.work = work.get(id) ?? NO_WORK;
+      if (f.retryAt <= now && !hasWork(f.work)) this.failed.delete(id);
+    }
   }
 
   /** Replaces the refusals; returns the keys refused now that were not refused before (to log once). */

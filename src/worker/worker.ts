@@ -382,7 +382,7 @@ export class BatchWorker {
     const entries: RegistryEntry[] = this.opts.keys ? this.opts.keys.map((id) => ({ id, key: parseKeyId(id), updatedAt: 0 })) : await readRegistry(this.redis!, this.keys);
     const mine = entries.filter((e) => this.models.has(e.key.model));
     const work = await queueWork(this.redis!, this.keys, mine.map((e) => e.id));
-    this.book.noteWork(work);
+    this.book.noteWork(work, now);
     const workOf = (id: string): QueueWork => work.get(id) ?? NO_WORK;
     const refused: { key: string; reason: RefusalReason; work: QueueWork }[] = [];
     let toHold: RegistryEntry[];
@@ -424,7 +424,7 @@ export class BatchWorker {
       const why = r.reason === 'max_keys' ? 'maxKeys reached and no held key is idle' : 'the variants held fill the cache budget (raise --cache-mb, or serve it elsewhere)';
       this.log.warn({ key: id, maxKeys: this.opts.maxKeys, bytes: this.engine!.stats().bytes, budget: this.budgetBytes, waiting: r.work.waiting }, `not holding key: ${why}`);
     }
-    if (!this.opts.keys) await this.pruneRegistry(entries, now);
+    if (!this.opts.keys) await this.pruneRegistry(entries, now).catch((e: Error) => this.log.warn({ err: e.message }, 'could not prune the registry'));
   }
 
   /** Keys held by other live workers (from their heartbeats). */
