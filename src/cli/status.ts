@@ -35,6 +35,9 @@ export async function statusCommand(argv: string[]): Promise<number> {
           `  created ${when(r.created_at)}, in progress ${when(r.in_progress_at)}, completed ${when(r.completed_at)}` +
           `${r.cancelled_at ? `, cancelled ${when(r.cancelled_at)}` : ''}${r.expires_at ? `, expires ${when(r.expires_at)}` : ''}\n`,
       );
+      for (const d of await client.batch(r.id).health()) {
+        if (d.state !== 'held') await out(`  key ${d.key}: ${d.pending} pending, ${d.state}: ${d.reason}\n`);
+      }
     }
     return 0;
   } finally {

@@ -10,10 +10,12 @@ import { keyspaceFrom, numberFlag, REDIS_FLAG_OPTIONS } from './common.js';
 
 const USAGE = `usage: batchgen worker --model NAME=DIR [--model NAME=DIR ...] [--redis URL] [--batch-sizes 1,2,4,8]
                       [--metrics-port P] [--max-wait-ms 20] [--keys MODEL:pP:nN:STRATEGY,...] [--max-keys 32]
+                      [--registry-ttl-s 3600]
                       [--lock-ms 30000] [--stalled-interval-ms 30000] [--max-stalled 1] [--engine compiler|noop]
                       [--cache-mb 2048] [--id ID] [--prefix batchgen] [--hash-tag]
 Compiles and warms the variants of its keys before taking jobs, then serves micro-batches from the
-queues of those keys. Keys: the --keys list, else every key of its models found in the registry.
+queues of those keys. Keys: the --keys list, else the keys of its models in the registry that have
+work (idle ones are released, least recently served first, when a key with work has no holder).
 SIGTERM: stop taking jobs, finish the batch in hand, exit. BATCHGEN_MODELS and REDIS_URL stand in
 for --model and --redis.`;
 
@@ -27,6 +29,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       'max-wait-ms': { type: 'string' },
       keys: { type: 'string', multiple: true },
       'max-keys': { type: 'string' },
+      'registry-ttl-s': { type: 'string' },
       'lock-ms': { type: 'string' },
       'stalled-interval-ms': { type: 'string' },
       'max-stalled': { type: 'string' },
@@ -58,6 +61,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     maxWaitMs: numberFlag('max-wait-ms', values['max-wait-ms'], { min: 0 }),
     keys: values.keys?.flatMap((k) => k.split(',').map((s) => s.trim()).filter(Boolean)),
     maxKeys: numberFlag('max-keys', values['max-keys'], { min: 1, integer: true }),
+    registryTtlMs: ((s) => (s === undefined ? undefined : s * 1000))(numberFlag('registry-ttl-s', values['registry-ttl-s'], { min: 0 })),
     lockDurationMs: numberFlag('lock-ms', values['lock-ms'], { min: 100 }),
     stalledIntervalMs: numberFlag('stalled-interval-ms', values['stalled-interval-ms'], { min: 100 }),
     maxStalledCount: numberFlag('max-stalled', values['max-stalled'], { min: 0, integer: true }),

@@ -56,6 +56,17 @@ export class VariantCache {
     }
   }
 
+  /** Disposes the variant of key at batch size B (a key given up): true when it was cached. */
+  async release(key: CompileKey, batchSize: number): Promise<boolean> {
+    const id = variantId({ ...key, B: batchSize });
+    const entry = this.entries.get(id);
+    if (!entry) return false;
+    this.entries.delete(id);
+    this.sizes.delete(id);
+    (await entry.catch(() => null))?.dispose();
+    return true;
+  }
+
   /** Drops least recently used variants until the budget holds (never the one just compiled). */
   private async evictOver(keepId: string): Promise<void> {
     for (const [id, entry] of this.entries) {

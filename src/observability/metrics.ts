@@ -130,15 +130,27 @@ export class MetricsRegistry {
   }
 }
 
-/** Serves `registry.render()` at GET /metrics. Resolves once listening; close() stops it. */
-export function serveMetrics(registry: MetricsRegistry, port: number, host = '0.0.0.0'): Promise<Server> {
+/** What GET /healthz answers: 200 `ok` when ok, else 503 with this object as JSON. */
+export type HealthCheck = () => { ok: boolean; [k: string]: unknown };
+
+/**
+ * Serves `registry.render()` at GET /metrics and `health()` at GET /healthz (always ok without one).
+ * Resolves once listening; close() stops it.
+ */
+export function serveMetrics(registry: MetricsRegistry, port: number, host = '0.0.0.0', health?: HealthCheck): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
       res.end(registry.render());
     } else if (req.method === 'GET' && req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok\n');
+      const h = health?.() ?? { ok: true };
+      if (h.ok) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('ok\n');
+      } else {
+        res.writeHead(503, { 'content-type': 'application/json' });
+        res.end(`${JSON.stringify(h)}\n`);
+      }
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' });
       res.end('not found\n');

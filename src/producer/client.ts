@@ -21,6 +21,8 @@ import { parseRequestLine, requestFromObject, type ParsedLine } from '../shared/
 import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type ResultRecord } from '../shared/schemas.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { DEFAULT_POLICIES, prepareRequest, type BucketPolicies } from './prepare.js';
+import { batchHealth } from './health.js';
+import type { KeyDiagnosis } from '../shared/key-health.js';
 import type { NumberedLine } from './jsonl.js';
 
 export interface GenerationClientOptions extends KeyspaceOptions {
@@ -406,6 +408,13 @@ export class BatchHandle {
       }
       await sleep(opts.pollMs ?? 200);
     }
+  }
+
+  /** Per compile key with pending requests: who holds it, or why no worker does (problem keys first; none once finished). */
+  health(): Promise<KeyDiagnosis[]> {
+    return batchHealth(this.client.redis, this.client.keys, this.client.store, this.id).catch((e) => {
+      throw asRedisError(e, '');
+    });
   }
 
   /** Failed requests and rejected lines, by line. */

@@ -33,6 +33,8 @@ export interface QueueRef {
   delayedSet: string;
   /** BullMQ's list of jobs being processed. */
   activeList: string;
+  /** BullMQ's sorted set of waiting jobs added with a priority. */
+  prioritizedSet: string;
 }
 
 /** The Redis keys of one batch run. */
@@ -115,6 +117,7 @@ export class Keyspace {
       waitList: `${name}:wait`,
       delayedSet: `${name}:delayed`,
       activeList: `${name}:active`,
+      prioritizedSet: `${name}:prioritized`,
     };
   }
 

@@ -37,6 +37,8 @@ export interface Engine {
   loadModel(spec: ModelSpec): Promise<EngineModel>;
   /** Compiles and warms one variant (a miss in the cache) or returns the cached one. */
   compile(model: EngineModel, key: CompileKey, batchSize: number): Promise<EngineVariant>;
+  /** Disposes the variant of key at batchSize, if compiled: its memory is given back. */
+  release(key: CompileKey, batchSize: number): Promise<void>;
   stats(): EngineStats;
   dispose(): Promise<void>;
 }
@@ -75,6 +77,9 @@ export async function createCompilerEngine(opts: EngineOptions = {}): Promise<En
       const v = await cache.get(m, key, batchSize);
       return { id: v.id, batchSize: v.batchSize, run: (rows) => v.run(rows) };
     },
+    async release(key, batchSize) {
+      await cache.release(key, batchSize);
+    },
     stats() {
       const s = cache.stats();
       return { compiles: s.compiles, retraces: c.retraces(), evictions: s.evictions, bytes: s.bytes };
@@ -107,6 +112,7 @@ export async function createNoopEngine(): Promise<Engine> {
         },
       };
     },
+    async release() {},
     stats: () => ({ compiles, retraces: 0, evictions: 0, bytes: 0 }),
     async dispose() {},
   };

@@ -29,6 +29,10 @@ import { DEFAULT_BATCH_SIZES } from '../shared/batch-sizes.js';
 import { chooseQueue, checkBatchSizes, collect, paddedBatchSize, planBatches, type BatchState, type QueueLoad } from './micro-batcher.js';
 import { BAD_JSON_MARK, checkPayload } from './payload.js';
 import { decideFailure, resultRecord } from './results.js';
+import { readHeartbeats, isLive } from '../shared/heartbeats.js';
+import { DEFAULT_REGISTRY_TTL_MS, hasWork, NO_WORK, prunableEntries, pruneRegistryEntry, queueWork, readRegistry, type QueueWork, type RegistryEntry } from '../shared/registry.js';
+import { planKeys, type RefusalReason } from './key-policy.js';
+import { KeyBook } from './key-book.js';
 
 /**
  * Failures injected on purpose, for tests and drills only (from BATCHGEN_FAULTS, a JSON object).
@@ -43,6 +47,8 @@ export interface Faults {
   compileDelayMs?: number;
   /** extra time each batch takes, yielding to the event loop */
   runDelayMs?: number;
+  /** the compile of these key ids fails */
+  compileFailOn?: string[];
 }
 
 export interface BatchWorkerOptions extends KeyspaceOptions {
@@ -56,10 +62,12 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
   batchSizes?: number[];
   /** How long to wait for more jobs after the first of a batch. Default 20 ms. */
   maxWaitMs?: number;
-  /** Hold exactly these compile keys (`model:pP:nN:strategy`), warmed at start. Default: the keys of the registry. */
+  /** Hold exactly these compile keys (`model:pP:nN:strategy`), warmed at start. Default: the keys of the registry that have work. */
   keys?: string[];
-  /** The most keys held when they come from the registry. Default 32. */
+  /** The most keys held when they come from the registry (idle ones are released for a key with work). Default 32. */
   maxKeys?: number;
+  /** A registry entry whose queue is empty and that no producer wrote for this long is removed. Default 1 hour. */
+  registryTtlMs?: number;
   /** Lock duration of a taken job (renewed while its batch runs). Default 30000 ms. */
   lockDurationMs?: number;
   /** How often stalled jobs are looked for. Default 30000 ms. */
@@ -78,7 +86,7 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
   metricsPort?: number;
   /**
    * Device bytes (KV caches and workspace) of compiled variants: no more keys are held once it is
-   * reached (variants are never evicted, so a held key never compiles again). Default 2 GiB.
+   * reached, unless idle keys are released (variants are never evicted while their key is held). Default 2 GiB.
    */
   cacheBudgetBytes?: number;
   /** Default: BATCHGEN_FAULTS, else none. */
@@ -95,6 +103,10 @@ export interface WorkerStats {
   backend?: string;
   models: string[];
   keys: string[];
+  /** keys whose last compile failed here (tried again after a while) */
+  compile_failed: { key: string; error: string; at: number }[];
+  /** keys with work that this worker cannot hold now */
+  refused: { key: string; reason: RefusalReason }[];
   variants: number;
   batch_sizes: number[];
   compiles: number;
@@ -124,6 +136,9 @@ interface HeldKey {
   model: EngineModel;
   variants: Map<number, EngineVariant>;
   bull: ManualWorker;
+  /** device bytes of its variants */
+  bytes: number;
+  heldAt: number;
   lastServedAt: number;
   /** jobs believed to be waiting (from the last count): takes never ask for more, so no empty moveToActive calls */
   waitingHint: number;
@@ -208,8 +223,9 @@ export class BatchWorker {
   private engine: Engine | null = null;
   private readonly models = new Map<string, EngineModel>();
   private readonly held = new Map<string, HeldKey>();
-  /** keys not held: not a key, over maxKeys (forever), or a failed compile (retried after a while) */
-  private readonly skipped = new Map<string, number>();
+  /** failed compiles and refusals */
+  private readonly book = new KeyBook();
+  private lastPruneAt = 0;
   private tokenSeq = 0;
   private readonly statusCache = new Map<string, { status: string | null; at: number }>();
   private _state: BatchState = 'idle';
@@ -232,6 +248,7 @@ export class BatchWorker {
       registryRefreshMs: opts.registryRefreshMs,
       idleMaxMs: opts.idleMaxMs,
       heartbeatMs: opts.heartbeatMs,
+      registryTtlMs: opts.registryTtlMs,
     })) {
       if (v !== undefined && !(Number.isFinite(v) && v >= 0)) throw new Error(`${name} must be a number ≥ 0, got ${v}`);
     }
@@ -292,6 +309,8 @@ export class BatchWorker {
     r.gauge('batchgen_retraces', 'Compilations or new kernel shapes after warm-up (must stay 0)', () => this.engine?.stats().retraces ?? 0);
     r.gauge('batchgen_variant_evictions', 'Variants evicted from the compile cache', () => this.engine?.stats().evictions ?? 0);
     r.gauge('batchgen_keys_held', 'Compile keys this worker holds warm', () => this.held.size);
+    r.gauge('batchgen_keys_compile_failed', 'Compile keys whose last compile failed on this worker', () => this.book.failedCount);
+    r.gauge('batchgen_keys_refused', 'Compile keys with work this worker cannot hold (max keys or cache budget)', () => this.book.refusedCount);
     r.gauge('batchgen_tokens_per_second', 'Generated tokens per second of busy time', () => (this.busyMs > 0 ? (m.tokens.total() * 1000) / this.busyMs : 0));
     return m;
   }
@@ -313,7 +332,7 @@ export class BatchWorker {
     // no eviction in the engine: see refreshKeys
     this.engine = typeof this.opts.engine === 'object' ? this.opts.engine : await createEngine(this.opts.engine ?? 'compiler', { cacheBudgetBytes: Number.MAX_SAFE_INTEGER });
     if (this.opts.metricsPort !== undefined) {
-      this.metricsServer = await serveMetrics(this.metrics.registry, this.opts.metricsPort);
+      this.metricsServer = await serveMetrics(this.metrics.registry, this.opts.metricsPort, undefined, () => ({ worker: this.id, ...this.book.health() }));
       this.log.info({ port: this.opts.metricsPort }, 'metrics at /metrics');
     }
     for (const spec of this.opts.models) {
@@ -352,71 +371,111 @@ export class BatchWorker {
     }
   }
 
-  /** Holds new keys: explicit ones, or those of the registry for this worker's models. Compiles happen here, with no job held. */
+  /**
+   * Holds, releases and prunes keys (compiles happen here, with no job held). Explicit keys are all
+   * held (cache budget permitting). Otherwise the registry keys of this worker's models that have
+   * work are held, oldest entry first; idle keys are released for a key with work that no one
+   * holds (planKeys); refused keys and failed compiles are tried again later.
+   */
   private async refreshKeys(): Promise<void> {
-    let wanted: string[];
+    const now = Date.now();
+    const entries: RegistryEntry[] = this.opts.keys ? this.opts.keys.map((id) => ({ id, key: parseKeyId(id), updatedAt: 0 })) : await readRegistry(this.redis!, this.keys);
+    const mine = entries.filter((e) => this.models.has(e.key.model));
+    const work = await queueWork(this.redis!, this.keys, mine.map((e) => e.id));
+    this.book.noteWork(work, now);
+    const workOf = (id: string): QueueWork => work.get(id) ?? NO_WORK;
+    const refused: { key: string; reason: RefusalReason; work: QueueWork }[] = [];
+    let toHold: RegistryEntry[];
     if (this.opts.keys) {
-      wanted = this.opts.keys;
+      toHold = mine.filter((e) => !this.held.has(e.id) && this.book.canTry(e.id, now));
     } else {
-      const reg = await this.redis!.hgetall(this.keys.registry());
-      const updatedAt = (v: string) => {
-        try {
-          return Number((JSON.parse(v) as { updated_at?: number }).updated_at ?? 0) || 0;
-        } catch {
-          return 0;
-        }
-      };
-      wanted = Object.entries(reg)
-        .map(([id, v]) => ({ id, at: updatedAt(v) }))
-        .sort((a, b) => b.at - a.at)
-        .map((e) => e.id);
+      const candidates = mine.filter((e) => !this.held.has(e.id) && this.book.canTry(e.id, now)).sort((a, b) => a.updatedAt - b.updatedAt);
+      const elsewhere = candidates.some((c) => hasWork(workOf(c.id))) ? await this.keysHeldElsewhere() : new Set<string>();
+      const plan = planKeys({
+        held: [...this.held.values()].map((h) => ({ id: h.id, lastServedAt: Math.max(h.lastServedAt, h.heldAt), bytes: h.bytes, work: workOf(h.id), inHand: h.prefetched.length })),
+        candidates: candidates.map((c) => ({ id: c.id, work: workOf(c.id), heldElsewhere: elsewhere.has(c.id) })),
+        maxKeys: this.opts.maxKeys,
+        budgetBytes: this.budgetBytes,
+      });
+      for (const id of plan.release) await this.release(id, 'idle, released for a key with work');
+      for (const r of plan.refused) refused.push({ key: r.id, reason: r.reason, work: workOf(r.id) });
+      const byId = new Map(candidates.map((c) => [c.id, c]));
+      toHold = plan.hold.map((id) => byId.get(id)!);
     }
-    for (const id of wanted) {
+    for (const e of toHold) {
       if (this.stopping) return;
-      if (this.held.has(id) || (this.skipped.get(id) ?? 0) > Date.now()) continue;
-      let key: CompileKey;
-      try {
-        key = parseKeyId(id);
-      } catch {
-        this.skipped.set(id, Infinity);
-        continue;
-      }
-      const model = this.models.get(key.model);
-      if (!model) continue; // another worker's model
-      if (this.held.size >= this.opts.maxKeys) {
-        this.log.warn({ key: id, maxKeys: this.opts.maxKeys }, 'not holding key: maxKeys reached');
-        this.skipped.set(id, Infinity);
-        continue;
-      }
       // the engine's cache never evicts (an evicted variant would have to compile again while jobs wait):
       // the budget is enforced here, by holding no more keys once it is reached
-      const bytes = this.engine!.stats().bytes;
-      if (bytes >= this.budgetBytes) {
-        this.log.warn({ key: id, bytes, budget: this.budgetBytes }, 'not holding key: the variants held fill the cache budget (raise --cache-mb, or serve it elsewhere)');
-        this.skipped.set(id, Infinity);
+      if (this.engine!.stats().bytes >= this.budgetBytes) {
+        refused.push({ key: e.id, reason: 'cache_budget', work: workOf(e.id) });
         continue;
       }
       try {
-        await this.hold(id, key, model);
-      } catch (e) {
-        this.log.error({ key: id, err: (e as Error).message, retryInMs: KEY_RETRY_MS }, 'cannot compile key: not holding it for now');
-        this.skipped.set(id, Date.now() + KEY_RETRY_MS);
+        await this.hold(e.id, e.key, this.models.get(e.key.model)!);
+        this.book.compiled(e.id);
+      } catch (err) {
+        const msg = (err as Error).message;
+        this.log.error({ key: e.id, err: msg, retryInMs: KEY_RETRY_MS }, 'cannot compile key: not holding it for now');
+        this.book.compileFailed(e.id, msg, now, Date.now() + KEY_RETRY_MS, workOf(e.id));
       }
     }
+    for (const id of this.book.setRefused(refused)) {
+      const r = refused.find((x) => x.key === id)!;
+      const why = r.reason === 'max_keys' ? 'maxKeys reached and no held key is idle' : 'the variants held fill the cache budget (raise --cache-mb, or serve it elsewhere)';
+      this.log.warn({ key: id, maxKeys: this.opts.maxKeys, bytes: this.engine!.stats().bytes, budget: this.budgetBytes, waiting: r.work.waiting }, `not holding key: ${why}`);
+    }
+    if (!this.opts.keys) await this.pruneRegistry(entries, now).catch((e: Error) => this.log.warn({ err: e.message }, 'could not prune the registry'));
+  }
+
+  /** Keys held by other live workers (from their heartbeats). */
+  private async keysHeldElsewhere(): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const h of await readHeartbeats(this.redis!, this.keys)) if (h.id !== this.id && isLive(h)) for (const k of h.keys) out.add(k);
+    return out;
+  }
+
+  /** Removes registry entries with no work not written for registryTtlMs (at most once a minute). */
+  private async pruneRegistry(entries: RegistryEntry[], now: number): Promise<void> {
+    const ttl = this.opts.registryTtlMs ?? DEFAULT_REGISTRY_TTL_MS;
+    if (now - this.lastPruneAt < Math.min(ttl, 60_000)) return;
+    this.lastPruneAt = now;
+    const old = entries.filter((e) => e.updatedAt + ttl < now);
+    if (old.length === 0) return;
+    const work = await queueWork(this.redis!, this.keys, old.map((e) => e.id));
+    for (const id of prunableEntries(old, work, now, ttl)) {
+      if (await pruneRegistryEntry(this.redis!, this.keys, id, now - ttl)) this.log.info({ key: id, ttlMs: ttl }, 'registry entry removed: no work for a while');
+    }
+  }
+
+  /** Gives a key up: its BullMQ worker is closed and its variants disposed (memory given back). */
+  private async release(id: string, why: string): Promise<void> {
+    const h = this.held.get(id);
+    if (!h) return;
+    this.held.delete(id);
+    await h.bull.close().catch((e: Error) => this.log.warn({ key: id, err: e.message }, 'could not close the queue worker of a released key'));
+    for (const B of h.variants.keys()) await this.engine!.release(h.key, B);
+    this.log.info({ key: id, bytes: h.bytes, lastServedAt: h.lastServedAt }, `key released: ${why}`);
   }
 
   private async hold(id: string, key: CompileKey, model: EngineModel): Promise<void> {
     const log = this.log.child({ key: id });
     const t0 = Date.now();
+    const bytes0 = this.engine!.stats().bytes;
     const variants = new Map<number, EngineVariant>();
-    for (const B of this.sizes) {
-      variants.set(B, await this.engine!.compile(model, key, B));
-      if (this.faults.compileDelayMs) {
-        const until = Date.now() + this.faults.compileDelayMs;
-        while (Date.now() < until) {
-          // blocks the event loop, as a long synchronous compile would
+    try {
+      if (this.faults.compileFailOn?.includes(id)) throw new Error('fault injection: this key does not compile');
+      for (const B of this.sizes) {
+        variants.set(B, await this.engine!.compile(model, key, B));
+        if (this.faults.compileDelayMs) {
+          const until = Date.now() + this.faults.compileDelayMs;
+          while (Date.now() < until) {
+            // blocks the event loop, as a long synchronous compile would
+          }
         }
       }
+    } catch (e) {
+      for (const B of variants.keys()) await this.engine!.release(key, B).catch(() => {});
+      throw e;
     }
     const ref = this.keys.queue(key);
     const bull = new ManualWorker(ref.bullName, null, {
@@ -431,8 +490,9 @@ export class BatchWorker {
     bull.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
     await bull.waitUntilReady();
     void bull.startStalledCheckTimer();
-    this.held.set(id, { id, key, ref, model, variants, bull, lastServedAt: 0, waitingHint: 0, delayedHint: 0, prefetched: [] });
-    log.info({ batchSizes: this.sizes, ms: Date.now() - t0 }, 'key warm');
+    const bytes = this.engine!.stats().bytes - bytes0;
+    this.held.set(id, { id, key, ref, model, variants, bull, bytes, heldAt: Date.now(), lastServedAt: 0, waitingHint: 0, delayedHint: 0, prefetched: [] });
+    log.info({ batchSizes: this.sizes, ms: Date.now() - t0, bytes }, 'key warm');
   }
 
   private async loop(): Promise<void> {
@@ -441,7 +501,7 @@ export class BatchWorker {
     let errors = 0;
     while (!this.stopping) {
       try {
-        if (!this.opts.keys && Date.now() - lastRefresh >= this.opts.registryRefreshMs) {
+        if (Date.now() - lastRefresh >= this.opts.registryRefreshMs) {
           lastRefresh = Date.now();
           await this.refreshKeys();
           if (this.stopping) break;
@@ -753,6 +813,7 @@ export class BatchWorker {
       backend: this.engine?.backend,
       models: [...this.models.keys()],
       keys: [...this.held.keys()],
+      ...this.book.report(),
       variants: this.held.size * this.sizes.length,
       batch_sizes: this.sizes,
       compiles: e?.compiles ?? 0,

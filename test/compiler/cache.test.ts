@@ -112,3 +112,21 @@ test('a budget that is not positive is refused', () => {
   assert.throws(() => new VariantCache({ budgetBytes: -5 }), /budget/i);
   assert.throws(() => new VariantCache({ budgetBytes: Number.NaN }), /budget/i);
 });
+
+test('release disposes one variant of a key given up and gives its bytes back; the key compiles again on the next get', async () => {
+  const tensorsBefore = tf.memory().numTensors;
+  const cache = new VariantCache();
+  const a = await cache.get(m, A, 1);
+  const c = await cache.get(m, C, 1);
+  assert.equal(await cache.release(A, 1), true);
+  assert.equal(await cache.release(A, 1), false, 'not cached any more');
+  const s = cache.stats();
+  assert.deepEqual([s.variants, s.bytes, s.evictions], [[c.id], c.bytes, 0]);
+  assert.equal(await runs(a), false, 'a released variant is disposed');
+  assert.equal(await runs(c), true);
+  const a2 = await cache.get(m, A, 1);
+  assert.notEqual(a2, a);
+  assert.equal(cache.stats().compiles, 3);
+  await cache.dispose();
+  assert.equal(tf.memory().numTensors, tensorsBefore, 'released variants left tensors behind');
+});
