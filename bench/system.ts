@@ -28,8 +28,8 @@ import { requestFromObject } from '../src/shared/requests.js';
 import { GenerationClient } from '../src/producer/client.js';
 import { prepareRequest } from '../src/producer/prepare.js';
 import { planBuckets, policyPadding } from '../src/producer/bucket-plan.js';
-import { startRedisServer } from '../test/helpers/redis-server.js';
-import { spawnWorker, type WorkerProcess } from '../test/helpers/processes.js';
+import { startRedisServer } from '../src/local/redis-server.js';
+import { spawnWorker, type WorkerProcess } from '../src/local/worker-process.js';
 
 const env = (k: string, d: number) => Number(process.env[k] ?? d);
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -116,7 +116,7 @@ async function main(): Promise<void> {
     process.stderr.write(`  in-process, ${nWorkers} processes side by side: ${sideTokens} tokens in ${side.ms.toFixed(0)} ms\n`);
 
     const ws: WorkerProcess[] = [];
-    for (let i = 0; i < nWorkers; i++) ws.push(spawnWorker(redis.url, [`bench=${dir}`], ['--prefix', 'gen', '--id', `gen-${i + 1}`, '--keys', keys.join(',')], { BATCHGEN_LOG_LEVEL: 'warn' }));
+    for (let i = 0; i < nWorkers; i++) ws.push(spawnWorker(redis.url, [`bench=${dir}`], ['--prefix', 'gen', '--id', `gen-${i + 1}`, '--keys', keys.join(',')], { env: { BATCHGEN_LOG_LEVEL: 'warn' } }));
     // warm: a worker writes its first heartbeat after warming every key
     const client = await GenerationClient.connect({ redisUrl: redis.url, prefix: 'gen', models: [{ name: 'bench', dir }], logger: quiet });
     for (let i = 0; i < 1200; i++) {
@@ -177,7 +177,7 @@ async function main(): Promise<void> {
     const noopKeys = [...new Set((await Promise.all(noopReqs.slice(0, 50).map((r) => prepareRequest(requestFromObject(r), info)))).map((p) => p.keyId))];
     const nw: WorkerProcess[] = [];
     for (let i = 0; i < nWorkers; i++) {
-      nw.push(spawnWorker(redis.url, [`bench=${dir}`], ['--prefix', 'noop', '--id', `noop-${i + 1}`, '--engine', 'noop', '--keys', noopKeys.join(','), '--max-wait-ms', '5'], { BATCHGEN_LOG_LEVEL: 'warn' }));
+      nw.push(spawnWorker(redis.url, [`bench=${dir}`], ['--prefix', 'noop', '--id', `noop-${i + 1}`, '--engine', 'noop', '--keys', noopKeys.join(','), '--max-wait-ms', '5'], { env: { BATCHGEN_LOG_LEVEL: 'warn' } }));
     }
     const nc = await GenerationClient.connect({ redisUrl: redis.url, prefix: 'noop', models: [{ name: 'bench', dir }], logger: quiet, chunkSize: 1000 });
     for (let i = 0; i < 600; i++) {
