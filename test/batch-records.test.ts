@@ -46,14 +46,17 @@ const waitingIn = (prefix: string, key: string) => new Queue(key.split(':').pop(
 const reqs = (n: number, prompt = (i: number) => `prompt ${i}`) => Array.from({ length: n }, (_, i) => ({ custom_id: `r${i}`, model: 'tiny', prompt: prompt(i), max_new_tokens: 4 }));
 
 /** Runs the CLI without blocking this process (so that an in-process worker can serve it). */
-function cli(args: string[], started?: (pid: number) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(args: string[], started?: (pid: number) => void, onStderr?: (all: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     started?.(p.pid!);
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
+    p.stderr.on('data', (d) => {
+      stderr += d;
+      onStderr?.(stderr);
+    });
     p.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -123,6 +126,7 @@ test('a validating record expires after its retention unless lines are added; in
   try {
     async function* slow() {
       yield { custom_id: 'a', model: 'tiny', prompt: 'x' };
+      while (!(await raw.exists(k.items))) await new Promise((r) => setTimeout(r, 10)); // the first chunk is written
       assert.ok((await raw.ttl(k.record)) > 0, 'a validating record has an expiry');
       assert.ok((await raw.ttl(k.items)) > 0, 'and so do its items');
       const rec = await c.store.get('ttl');
@@ -181,14 +185,19 @@ test('an interrupted submit resumes with the same --batch-id: every request exac
   const all = reqs(1200);
   const k = new Keyspace({ prefix: 'i6' }).batch('resume');
   let pid = 0;
-  const sub = cli(['submit', fifo, '--model', `tiny=${model}`, '--redis', redis.url, '--prefix', 'i6', '--batch-id', 'resume'], (p) => (pid = p));
+  let said: () => void = () => {};
+  const interrupted = new Promise<void>((r) => (said = r));
+  const sub = cli(['submit', fifo, '--model', `tiny=${model}`, '--redis', redis.url, '--prefix', 'i6', '--batch-id', 'resume'], (p) => (pid = p), (e) => {
+    if (e.includes('resume with:')) said();
+  });
   const writer = createWriteStream(fifo);
   writer.write(all.slice(0, 1000).map((r) => JSON.stringify(r)).join('\n') + '\n');
   // two chunks of 500 are recorded; the submit then waits for more input
   while ((await raw.hlen(k.items)) < 1000) await new Promise((r) => setTimeout(r, 20));
   process.kill(pid, 'SIGINT');
+  await interrupted;
+  writer.destroy(); // the process exits once its pending read of the pipe returns
   const r1 = await sub;
-  writer.destroy();
   assert.equal(r1.code, 130, r1.stderr);
   assert.match(r1.stderr, /batchgen submit .* --batch-id resume/);
   assert.equal((await raw.hget(k.record, 'status')), 'validating');
