@@ -100,7 +100,12 @@ test('resubmitting a batch adds no job; cancel removes waiting jobs and the stat
     assert.equal(rec.status, 'cancelled');
     assert.equal(rec.counts.cancelled, 20);
     assert.equal(await q.getWaitingCount(), 0);
-    await assert.rejects(c.submitBatch(reqs, { batchId: 'b' }), (e: unknown) => e instanceof BatchgenError && /cancelled/.test(e.message));
+    // a cancelled batch is finished: its own lines again change nothing, a new one is refused
+    const h3 = await c.submitBatch(reqs, { batchId: 'b' });
+    assert.deepEqual([h3.report!.enqueued, h3.report!.alreadyPresent, h3.report!.status], [0, 20, 'cancelled']);
+    const h4 = await c.submitBatch([{ custom_id: 'late', model: 'tiny', prompt: 'x' }], { batchId: 'b' });
+    assert.equal(h4.report!.errors[0].error.code, 'batch_finished');
+    assert.equal(await q.getWaitingCount(), 0);
     await q.close();
   } finally {
     await c.close();

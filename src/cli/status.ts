@@ -25,7 +25,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
   try {
     const r = await client.batch(positionals[0]).status();
     if (values.json) {
-      await out(`${JSON.stringify(toOpenAIBatch(r))}\n`);
+      await out(`${JSON.stringify(toOpenAIBatch(r, await client.store.inputErrors(r.id)))}\n`);
     } else {
       const c = r.counts;
       await out(

@@ -3,13 +3,15 @@
  * down; `generate()` enqueues one request and awaits its result; `submitBatch()` validates,
  * tokenizes and enqueues a batch and returns a handle (status, results, wait, cancel).
  *
- * Jobs get `jobId = <batchId>/<customId>` and every request is recorded once in the batch's record:
- * submitting the same batch again enqueues nothing for requests that are queued or done.
+ * Jobs get `jobId = <batchId>/<customId>` and every request is recorded once in the batch's record,
+ * with a fingerprint of its content: submitting the same batch again enqueues nothing for requests
+ * that are queued or done, and a custom_id resubmitted with other content is an
+ * `idempotency_conflict` for its line. Nothing is written to Redis before the first line is read.
  */
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { BatchStore, DEFAULT_RETENTION_S, type BatchRecord, type RegisterEntry } from '../shared/batch-store.js';
+import { BatchStore, DEFAULT_RETENTION_S, FINISHED_STATUSES, type BatchRecord, type RegisterEntry, type Settled } from '../shared/batch-store.js';
 import { parseKeyId } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
 import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared/keys.js';
@@ -18,12 +20,13 @@ import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
 import { parseRequestLine, requestFromObject, type ParsedLine } from '../shared/requests.js';
-import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type ResultRecord } from '../shared/schemas.js';
+import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type RequestForm, type ResultRecord } from '../shared/schemas.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { DEFAULT_POLICIES, prepareRequest, type BucketPolicies } from './prepare.js';
 import { batchHealth } from './health.js';
 import type { KeyDiagnosis } from '../shared/key-health.js';
 import type { NumberedLine } from './jsonl.js';
+import { requestEndpointOf, requestFingerprint, requestFormOf } from './request-identity.js';
 
 export interface GenerationClientOptions extends KeyspaceOptions {
   /** Redis URL. Default: REDIS_URL, else redis://127.0.0.1:6379. */
@@ -54,14 +57,27 @@ export interface SubmitOptions {
   retentionS?: number;
 }
 
-/** What a submission did. */
+/**
+ * What a submission did. Each counted request is in exactly one of enqueued, alreadyPresent,
+ * failedValidation, conflicts and refused; rejectedLines are lines that are not requests.
+ */
 export interface SubmitReport {
   batchId: string;
   /** requests counted in this submission (JSON objects with a custom_id, once each) */
   requests: number;
-  /** jobs handed to the queues now (0 for a resubmission of a batch whose requests are queued or done) */
+  /** new requests whose jobs were handed to the queues now */
   enqueued: number;
-  /** requests that failed validation (counted as failed) and lines that are not requests */
+  /** requests the batch already had with the same content (queued, done or failed): nothing new for them */
+  alreadyPresent: number;
+  /** new requests that failed validation (stored as failed) */
+  failedValidation: number;
+  /** requests whose custom_id the batch holds with other content (idempotency_conflict; nothing stored) */
+  conflicts: number;
+  /** new requests refused because the batch is finished (batch_finished; nothing stored) */
+  refused: number;
+  /** lines that are not requests (bad JSON, no custom_id, a custom_id repeated in the input) */
+  rejectedLines: number;
+  /** every line-level error of this submission: failed validation, conflicts, refusals, rejected lines */
   errors: ErrorRecord[];
   /** compile keys that received jobs */
   keys: string[];
@@ -148,11 +164,11 @@ export class GenerationClient {
 
   /** Submits request objects (either JSONL form, already parsed); they are numbered from 1 in order. */
   async submitBatch(requests: Iterable<unknown> | AsyncIterable<unknown>, opts: SubmitOptions = {}): Promise<BatchHandle> {
-    async function* parsed(): AsyncGenerator<ParsedLine> {
+    async function* parsed(): AsyncGenerator<MetaLine> {
       let line = 0;
       for await (const r of requests as AsyncIterable<unknown>) {
         line += 1;
-        yield parseObject(r, line);
+        yield withMeta(parseObject(r, line), r);
       }
     }
     const report = await this.submitParsed(parsed(), opts);
@@ -161,35 +177,60 @@ export class GenerationClient {
 
   /** Submits JSONL lines (numbered as in their file). */
   async submitLines(lines: Iterable<NumberedLine> | AsyncIterable<NumberedLine>, opts: SubmitOptions = {}): Promise<BatchHandle> {
-    async function* parsed(): AsyncGenerator<ParsedLine> {
-      for await (const l of lines as AsyncIterable<NumberedLine>) yield parseRequestLine(l.text, l.line);
+    async function* parsed(): AsyncGenerator<MetaLine> {
+      for await (const l of lines as AsyncIterable<NumberedLine>) {
+        const p = parseRequestLine(l.text, l.line);
+        yield withMeta(p, p.ok || p.counted ? JSON.parse(l.text) : null);
+      }
     }
     const report = await this.submitParsed(parsed(), opts);
     return new BatchHandle(this, report.batchId, report);
   }
 
-  private async submitParsed(lines: AsyncIterable<ParsedLine>, opts: SubmitOptions): Promise<SubmitReport> {
+  private async submitParsed(lines: AsyncIterable<MetaLine>, opts: SubmitOptions): Promise<SubmitReport> {
     const batchId = checkBatchId(opts.batchId ?? newBatchId());
     const chunkSize = this.opts.chunkSize ?? 500;
-    await this.io(() => this.store.begin(batchId, { retentionS: opts.retentionS ?? this.opts.retentionS ?? DEFAULT_RETENTION_S, input: opts.input }));
+    // the first line is read before anything is written: a missing or empty input leaves no record
+    const it = lines[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done) throw new BatchgenError('empty_input', `batch ${batchId}: no request lines (the input is empty or blank)`);
+    const begun = await this.io(() => this.store.begin(batchId, { retentionS: opts.retentionS ?? this.opts.retentionS ?? DEFAULT_RETENTION_S, input: opts.input }));
+    const finished = FINISHED_STATUSES.includes(begun);
     const seen = new Set<string>();
     const rejects: ErrorRecord[] = [];
-    const report: SubmitReport = { batchId, requests: 0, enqueued: 0, errors: [], keys: [], status: 'validating' };
+    const report: SubmitReport = {
+      batchId,
+      requests: 0,
+      enqueued: 0,
+      alreadyPresent: 0,
+      failedValidation: 0,
+      conflicts: 0,
+      refused: 0,
+      rejectedLines: 0,
+      errors: [],
+      keys: [],
+      status: begun,
+    };
     const keysUsed = new Set<string>();
-    let chunk: ParsedLine[] = [];
+    let chunk: MetaLine[] = [];
     // one chunk's Redis writes overlap the validation and tokenization of the next
     let inflight: Promise<void> = Promise.resolve();
     const flush = async () => {
       const c = chunk;
       chunk = [];
       if (c.length === 0) return;
-      const prepared = await this.prepareChunk(batchId, c, report);
+      const prepared = await this.prepareChunk(batchId, c);
       const prev = inflight;
-      inflight = prev.then(() => this.enqueueChunk(batchId, prepared, report, keysUsed));
+      inflight = prev.then(() => this.enqueueChunk(batchId, prepared, report, keysUsed, begun));
       inflight.catch(() => {}); // awaited below; this only marks the rejection as handled meanwhile
       await prev;
     };
-    for await (const p of lines) {
+    const all = async function* (): AsyncGenerator<MetaLine> {
+      yield first.value;
+      for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
+    };
+    for await (const ml of all()) {
+      const p = ml.parsed;
       if (!p.ok && !p.counted) {
         rejects.push(p.error);
         report.errors.push(p.error);
@@ -205,29 +246,34 @@ export class GenerationClient {
       }
       seen.add(cid);
       report.requests += 1;
-      chunk.push(p);
+      chunk.push(ml);
       if (chunk.length >= chunkSize) await flush();
     }
     await flush();
     await inflight;
+    report.rejectedLines = rejects.length;
     report.errors.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-    await this.io(() => this.store.reject(batchId, rejects));
+    if (!finished) await this.io(() => this.store.reject(batchId, rejects));
     report.status = await this.io(() => this.store.endSubmit(batchId));
     report.keys = [...keysUsed].sort();
-    this.log.info({ batchId, requests: report.requests, enqueued: report.enqueued, errors: report.errors.length, status: report.status }, 'batch submitted');
+    this.log.info(
+      { batchId, requests: report.requests, enqueued: report.enqueued, alreadyPresent: report.alreadyPresent, failedValidation: report.failedValidation, conflicts: report.conflicts, refused: report.refused, rejectedLines: report.rejectedLines, status: report.status },
+      'batch submitted',
+    );
     return report;
   }
 
   /** Validates, tokenizes and prepares the jobs of a chunk. */
-  private async prepareChunk(batchId: string, chunk: ParsedLine[], report: SubmitReport): Promise<{ entry: RegisterEntry; payload?: JobPayload }[]> {
+  private async prepareChunk(batchId: string, chunk: MetaLine[]): Promise<Prepared[]> {
     const now = Date.now();
-    const prepared = await Promise.all(
-      chunk.map(async (p): Promise<{ entry: RegisterEntry; payload?: JobPayload }> => {
-        if (!p.ok) return { entry: { custom_id: p.error.custom_id!, item: { line: p.error.line ?? 0, key: null }, kind: 'error', error: p.error } };
+    return Promise.all(
+      chunk.map(async ({ parsed: p, meta }): Promise<Prepared> => {
+        const base = { fp: meta.fp, form: meta.form };
+        if (!p.ok) return { endpoint: meta.endpoint, entry: { custom_id: p.error.custom_id!, item: { line: p.error.line ?? 0, key: null, ...base }, kind: 'error', error: p.error } };
         const req = p.request;
-        const fail = (code: string, message: string) => {
+        const fail = (code: string, message: string): Prepared => {
           const error = errorRecord(p.line, req.custom_id, code, message);
-          return { entry: { custom_id: req.custom_id, item: { line: p.line, key: null }, kind: 'error' as const, error } };
+          return { endpoint: meta.endpoint, entry: { custom_id: req.custom_id, item: { line: p.line, key: null, ...base }, kind: 'error' as const, error } };
         };
         const model = this.models.get(req.model);
         if (!model) {
@@ -248,24 +294,38 @@ export class GenerationClient {
             params: prep.params,
             created_at: now,
           };
-          return { entry: { custom_id: req.custom_id, item: { line: p.line, key: prep.keyId }, kind: 'queue' }, payload };
+          return { endpoint: meta.endpoint, entry: { custom_id: req.custom_id, item: { line: p.line, key: prep.keyId, ...base }, kind: 'queue' }, payload };
         } catch (e) {
           if (e instanceof BatchgenError) return fail(e.code, e.message);
           throw e;
         }
       }),
     );
-    for (const { entry } of prepared) if (entry.kind === 'error') report.errors.push(entry.error);
-    return prepared;
   }
 
   /** Registers a prepared chunk in the batch record, then enqueues the jobs that need it. */
-  private async enqueueChunk(batchId: string, prepared: { entry: RegisterEntry; payload?: JobPayload }[], report: SubmitReport, keysUsed: Set<string>): Promise<void> {
+  private async enqueueChunk(batchId: string, prepared: Prepared[], report: SubmitReport, keysUsed: Set<string>, begun: BatchStatus): Promise<void> {
     const now = Date.now();
-    const needs = await this.io(() => this.store.register(batchId, prepared.map((p) => p.entry)));
+    const outcomes = await this.io(() => this.store.register(batchId, prepared.map((p) => p.entry), new Set(prepared.map((p) => p.endpoint))));
     const byKey = new Map<string, JobPayload[]>();
+    let enqueuedNew = 0;
     prepared.forEach((p, i) => {
-      if (!needs[i] || !p.payload) return;
+      const { custom_id: cid, item } = p.entry;
+      const o = outcomes[i];
+      if (p.entry.kind === 'error' && o !== 'conflict' && o !== 'finished') report.errors.push(p.entry.error);
+      if (o === 'present' || o === 'requeue') report.alreadyPresent += 1;
+      else if (o === 'invalid') report.failedValidation += 1;
+      else if (o === 'enqueue') enqueuedNew += 1;
+      else if (o === 'conflict') {
+        report.conflicts += 1;
+        report.errors.push(
+          errorRecord(item.line, cid, 'idempotency_conflict', `line ${item.line}: custom_id "${cid}" is already in batch ${batchId} with other content (model, prompt or parameters differ from the stored request); the stored request and its result are kept: use a new custom_id, or another batch id`),
+        );
+      } else if (o === 'finished') {
+        report.refused += 1;
+        report.errors.push(errorRecord(item.line, cid, 'batch_finished', `line ${item.line}: batch ${batchId} is ${begun} and takes no new requests (custom_id "${cid}" is not one of its requests); submit it under another batch id`));
+      }
+      if ((o !== 'enqueue' && o !== 'requeue') || !p.payload) return;
       const list = byKey.get(p.payload.key) ?? [];
       list.push(p.payload);
       byKey.set(p.payload.key, list);
@@ -282,9 +342,9 @@ export class GenerationClient {
           })),
         ),
       );
-      report.enqueued += payloads.length;
       keysUsed.add(keyId);
     }
+    report.enqueued += enqueuedNew;
     if (byKey.size > 0) {
       const fields: string[] = [];
       for (const k of byKey.keys()) fields.push(k, JSON.stringify({ ...parseKeyId(k), updated_at: now }));
@@ -356,6 +416,24 @@ export class GenerationClient {
   }
 }
 
+/** A parsed line with what identifies its content (meta is only read for counted lines). */
+interface MetaLine {
+  parsed: ParsedLine;
+  meta: { fp: string; form: RequestForm; endpoint: string };
+}
+
+interface Prepared {
+  entry: RegisterEntry;
+  payload?: JobPayload;
+  endpoint: string;
+}
+
+function withMeta(parsed: ParsedLine, raw: unknown): MetaLine {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || (!parsed.ok && !parsed.counted)) return { parsed, meta: { fp: '', form: 'native', endpoint: '' } };
+  const obj = raw as Record<string, unknown>;
+  return { parsed, meta: { fp: requestFingerprint(obj), form: requestFormOf(obj), endpoint: requestEndpointOf(obj) } };
+}
+
 function parseObject(r: unknown, line: number): ParsedLine {
   if (r === null || typeof r !== 'object' || Array.isArray(r)) {
     return { ok: false, counted: false, error: errorRecord(line, null, 'invalid_request', `request ${line} is not an object`) };
@@ -391,18 +469,26 @@ export class BatchHandle {
 
   /** Results in completion order; follows the batch until it is finished. */
   async *results(opts: { pollMs?: number } = {}): AsyncGenerator<ResultRecord> {
-    let offset = 0;
+    for await (const s of this.settled(opts)) if (s.result) yield s.result;
+  }
+
+  /**
+   * Settled requests (results and errors) in settlement order, from position `from` of the batch's
+   * order list; follows the batch until it is finished. Each settled request comes once.
+   */
+  async *settled(opts: { pollMs?: number; from?: number } = {}): AsyncGenerator<Settled> {
+    let offset = opts.from ?? 0;
     for (;;) {
       const rec = await this.status();
-      for await (const chunk of this.client.store.results(this.id, offset)) {
-        offset += chunk.length;
-        yield* chunk;
+      for await (const { next, entries } of this.client.store.settledFrom(this.id, offset)) {
+        offset = next;
+        yield* entries;
       }
       if (isTerminal(rec.status)) {
         // anything written between the status read and the last range
-        for await (const chunk of this.client.store.results(this.id, offset)) {
-          offset += chunk.length;
-          yield* chunk;
+        for await (const { next, entries } of this.client.store.settledFrom(this.id, offset)) {
+          offset = next;
+          yield* entries;
         }
         return;
       }

@@ -9,12 +9,22 @@
  * Status: `validating` (a submit is adding requests) → `in_progress` → `completed` (every counted
  * request has a result or an error) or `failed` (no request could be accepted); a cancel moves
  * `validating`/`in_progress` to `cancelling`, then `cancelled` once the running requests are done.
- * A finished batch's keys expire after `retention_s`.
+ * A finished batch's keys expire after `retention_s`; so do a `validating` batch's when nothing is
+ * added for that long (a submit that died), each write of a submission pushing the expiry back.
+ *
+ * Idempotency: each item keeps the fingerprint of its request's content. A resubmitted custom_id with
+ * the same fingerprint is already present (nothing is written or enqueued again); with another one it
+ * is an `idempotency_conflict` for that line, and what is stored stays as it was. A finished batch
+ * (completed, cancelled, failed) takes no new custom_id (`batch_finished`); resubmitting its own
+ * requests is a no-op.
+ *
+ * The order list holds every settled custom_id (results and errors) in settlement order: a cursor into
+ * it lets a reader follow the batch without reading anything twice.
  */
 import type { Redis } from 'ioredis';
 import { BatchgenError } from './errors.js';
 import type { BatchKeys, Keyspace } from './keys.js';
-import type { BatchStatus, ErrorRecord, ResultRecord } from './schemas.js';
+import type { BatchStatus, ErrorRecord, RequestForm, ResultRecord } from './schemas.js';
 
 /** Default retention of a finished batch: 7 days. */
 export const DEFAULT_RETENTION_S = 7 * 24 * 3600;
@@ -34,6 +44,11 @@ export interface BatchRecord {
   retention_s: number;
   /** where the requests came from (a file name), for people */
   input: string;
+  /** the endpoints of the requests (`/v1/completions`, `/v1/chat/completions`), sorted */
+  endpoints?: string[];
+  /** the results and errors files a `submit --wait` wrote, when it did */
+  output_file?: string | null;
+  error_file?: string | null;
   counts: {
     /** counted requests: lines that are JSON objects with a custom_id, once each */
     total: number;
@@ -51,17 +66,37 @@ export interface BatchItem {
   line: number;
   /** compile key id, or null for a request that failed validation */
   key: string | null;
+  /** fingerprint of the request's content (see requestFingerprint) */
+  fp?: string;
+  /** the form of the request line, which its output line follows */
+  form?: RequestForm;
 }
 
 export type RegisterEntry =
   | { custom_id: string; item: BatchItem; kind: 'queue' }
   | { custom_id: string; item: BatchItem; kind: 'error'; error: ErrorRecord };
 
+/**
+ * What registering one request did: `enqueue` (new, its job must be added), `requeue` (already
+ * present and not settled: its job is added again, which BullMQ ignores when it has it), `present`
+ * (already present, settled or cancelled: nothing to do), `invalid` (new, failed validation: its
+ * error is stored), `conflict` (the custom_id is stored with other content: nothing written),
+ * `finished` (a new custom_id for a finished batch: nothing written).
+ */
+export type RegisterOutcome = 'enqueue' | 'requeue' | 'present' | 'invalid' | 'conflict' | 'finished';
+const OUTCOMES: Record<number, RegisterOutcome> = { 1: 'enqueue', 2: 'requeue', 0: 'present', 4: 'invalid', [-1]: 'conflict', [-2]: 'finished' };
+
+/** A settled request, read from the order list. */
+export type Settled = { custom_id: string; result: ResultRecord; error?: undefined } | { custom_id: string; error: ErrorRecord; result?: undefined };
+
+export const FINISHED_STATUSES: readonly BatchStatus[] = ['completed', 'cancelled', 'failed'];
+
 // ---- Lua ---------------------------------------------------------------------------------------
 // KEYS, always: 1 record, 2 items, 3 results, 4 errors, 5 rejects, 6 cancelled, 7 order
 
 const FINALIZE = `
 local function num(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') or 0 end
+-- sets (or pushes back) the expiry of every key of the batch
 local function expireAll(now)
   local ret = num('retention_s')
   if ret > 0 then
@@ -88,67 +123,96 @@ local function finalize(now)
 end
 `;
 
-/** ARGV: id, now, retention_s, input. Creates the record or readies it for a resubmission. */
+/**
+ * ARGV: id, now, retention_s, input. Creates the record or readies it for a resubmission; a finished
+ * or cancelling batch is left as it is (its status is returned). A validating record expires after
+ * its retention unless a write of the submission pushes the expiry back.
+ */
 const BEGIN = `${FINALIZE}
 local st = redis.call('HGET', KEYS[1], 'status')
-if st == 'cancelling' or st == 'cancelled' then return st end
+if st == 'cancelling' or st == 'cancelled' or st == 'completed' or st == 'failed' then return st end
 if not st then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'created_at', ARGV[2], 'retention_s', ARGV[3], 'input', ARGV[4],
     'total', 0, 'completed', 0, 'failed', 0, 'cancelled', 0, 'rejected', 0)
 end
 redis.call('HSET', KEYS[1], 'status', 'validating')
-for i = 1, 7 do redis.call('PERSIST', KEYS[i]) end
-redis.call('HDEL', KEYS[1], 'expires_at')
+expireAll(tonumber(ARGV[2]))
 return 'validating'
 `;
 
 /**
- * ARGV: now, then per entry: custom_id, item JSON, kind ('q' | 'e'), error JSON (or '').
- * Returns per entry 1 when its job must be (re)enqueued: a 'q' entry without a result or error yet.
+ * ARGV: now, endpoints (comma-separated), then per entry: custom_id, item JSON, kind ('q' | 'e'),
+ * error JSON (or ''), fingerprint. Returns per entry: 1 new (enqueue), 2 present and unsettled
+ * (enqueue again), 0 present and settled, 4 new and failed validation, -1 stored with another
+ * fingerprint, -2 new but the batch is finished. A finished batch is only read, never written.
  */
 const REGISTER = `${FINALIZE}
+local now = tonumber(ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'validating' then return redis.error_reply('BATCH_NOT_VALIDATING ' .. tostring(st)) end
+local finished = st == 'completed' or st == 'cancelled' or st == 'failed'
+if st ~= 'validating' and not finished then return redis.error_reply('BATCH_NOT_VALIDATING ' .. tostring(st)) end
 local out = {}
 local added = 0
-local n = (#ARGV - 1) / 4
+local n = (#ARGV - 2) / 5
 for i = 0, n - 1 do
-  local cid, item, kind, err = ARGV[2 + i * 4], ARGV[3 + i * 4], ARGV[4 + i * 4], ARGV[5 + i * 4]
-  if redis.call('HSETNX', KEYS[2], cid, item) == 1 then added = added + 1 end
-  local done = redis.call('HEXISTS', KEYS[3], cid) == 1 or redis.call('HEXISTS', KEYS[4], cid) == 1
-  if kind == 'e' then
-    if not done then
+  local b = 3 + i * 5
+  local cid, item, kind, err, fp = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local old = redis.call('HGET', KEYS[2], cid)
+  if old then
+    local ok, dec = pcall(cjson.decode, old)
+    local ofp = nil
+    if ok and type(dec) == 'table' and type(dec.fp) == 'string' then ofp = dec.fp end
+    if ofp and ofp ~= fp then
+      out[i + 1] = -1
+    elseif finished or kind == 'e' or redis.call('HEXISTS', KEYS[3], cid) == 1 or redis.call('HEXISTS', KEYS[4], cid) == 1
+        or redis.call('SISMEMBER', KEYS[6], cid) == 1 then
+      out[i + 1] = 0
+    else
+      out[i + 1] = 2
+    end
+  elseif finished then
+    out[i + 1] = -2
+  else
+    redis.call('HSET', KEYS[2], cid, item)
+    added = added + 1
+    if kind == 'e' then
       redis.call('HSET', KEYS[4], cid, err)
       redis.call('HINCRBY', KEYS[1], 'failed', 1)
+      redis.call('RPUSH', KEYS[7], cid)
+      out[i + 1] = 4
+    else
+      out[i + 1] = 1
     end
-    out[i + 1] = 0
-  elseif done or redis.call('SISMEMBER', KEYS[6], cid) == 1 then
-    out[i + 1] = 0
-  else
-    out[i + 1] = 1
   end
 end
-if added > 0 then
-  redis.call('HINCRBY', KEYS[1], 'total', added)
-  redis.call('HDEL', KEYS[1], 'completed_at')
+if not finished then
+  if added > 0 then
+    redis.call('HINCRBY', KEYS[1], 'total', added)
+    redis.call('HDEL', KEYS[1], 'completed_at')
+  end
+  for ep in string.gmatch(ARGV[2], '[^,]+') do redis.call('HSET', KEYS[1], 'ep:' .. ep, 1) end
+  expireAll(now)
 end
 return out
 `;
 
 /** ARGV: now, then pairs line, error JSON. Lines that are not requests: kept, not counted. */
-const REJECT = `
+const REJECT = `${FINALIZE}
 local n = (#ARGV - 1) / 2
 for i = 0, n - 1 do redis.call('HSET', KEYS[5], ARGV[2 + i * 2], ARGV[3 + i * 2]) end
 redis.call('HSET', KEYS[1], 'rejected', redis.call('HLEN', KEYS[5]))
+if redis.call('HGET', KEYS[1], 'status') == 'validating' then expireAll(tonumber(ARGV[1])) end
 return n
 `;
 
-/** ARGV: now. Submission done: in_progress (unless cancelled meanwhile), then finalize. */
+/** ARGV: now. Submission done: in_progress (kept until finished; unless cancelled meanwhile), then finalize. */
 const END_SUBMIT = `${FINALIZE}
 local now = tonumber(ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == 'validating' then
   redis.call('HSET', KEYS[1], 'status', 'in_progress')
+  for i = 1, 7 do redis.call('PERSIST', KEYS[i]) end
+  redis.call('HDEL', KEYS[1], 'expires_at')
   if not redis.call('HGET', KEYS[1], 'in_progress_at') then redis.call('HSET', KEYS[1], 'in_progress_at', now) end
 end
 return finalize(now)
@@ -181,6 +245,7 @@ for i = 0, n - 1 do
       completed = completed + 1
     else
       redis.call('HSET', KEYS[4], cid, rec)
+      redis.call('RPUSH', KEYS[7], cid)
       failed = failed + 1
     end
     uncancelled = uncancelled + redis.call('SREM', KEYS[6], cid)
@@ -190,6 +255,7 @@ end
 if completed > 0 then redis.call('HINCRBY', KEYS[1], 'completed', completed) end
 if failed > 0 then redis.call('HINCRBY', KEYS[1], 'failed', failed) end
 if uncancelled > 0 then redis.call('HINCRBY', KEYS[1], 'cancelled', -uncancelled) end
+if redis.call('HGET', KEYS[1], 'status') == 'validating' then expireAll(now) end
 finalize(now)
 return out
 `;
@@ -221,6 +287,14 @@ finalize(now)
 return n
 `;
 
+/** ARGV: output file, errors file ('' to leave as is). Only an existing record is written. */
+const SET_FILES = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'output_file', ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'error_file', ARGV[2]) end
+return 1
+`;
+
 /** ARGV: now. */
 const FINALIZE_NOW = `${FINALIZE}
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
@@ -236,6 +310,7 @@ const SCRIPTS = {
   bgCancel: CANCEL,
   bgCancelItems: CANCEL_ITEMS,
   bgFinalize: FINALIZE_NOW,
+  bgSetFiles: SET_FILES,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
@@ -268,28 +343,32 @@ export class BatchStore {
     return fn.call(this.redis, ...keyList(this.keys.batch(batchId)), ...argv);
   }
 
-  /** Starts (or restarts, for a resubmission) the submission of a batch. Refuses a cancelled batch. */
-  async begin(batchId: string, opts: { retentionS?: number; input?: string } = {}): Promise<void> {
-    const st = (await this.run('bgBegin', batchId, batchId, Date.now(), opts.retentionS ?? DEFAULT_RETENTION_S, opts.input ?? '')) as string;
-    if (st !== 'validating') {
-      throw new BatchgenError('cancelled', `batch ${batchId} is ${st}: it cannot take requests again (use another batch id)`);
+  /**
+   * Starts (or restarts, for a resubmission) the submission of a batch. Returns `validating`, or the
+   * status of a finished batch (which is only checked against, never written). Refuses a cancelling one.
+   */
+  async begin(batchId: string, opts: { retentionS?: number; input?: string } = {}): Promise<BatchStatus> {
+    const st = (await this.run('bgBegin', batchId, batchId, Date.now(), opts.retentionS ?? DEFAULT_RETENTION_S, opts.input ?? '')) as BatchStatus;
+    if (st === 'cancelling') {
+      throw new BatchgenError('cancelled', `batch ${batchId} is being cancelled: it cannot take requests (use another batch id)`);
     }
-    await this.redis.zadd(this.keys.batches(), 'NX', Date.now(), batchId);
+    if (st === 'validating') await this.redis.zadd(this.keys.batches(), 'NX', Date.now(), batchId);
+    return st;
   }
 
   /**
-   * Registers requests (counted once per custom_id) and the errors of those that failed validation.
-   * Returns, per entry, whether its job must be enqueued (a queued entry with no result or error yet).
+   * Registers requests (counted once per custom_id, with their content's fingerprint) and the errors
+   * of those that failed validation; records the endpoints seen. Returns what happened to each entry.
    */
-  async register(batchId: string, entries: RegisterEntry[]): Promise<boolean[]> {
+  async register(batchId: string, entries: RegisterEntry[], endpoints: Iterable<string> = []): Promise<RegisterOutcome[]> {
     if (entries.length === 0) return [];
-    const argv: (string | number)[] = [Date.now()];
+    const argv: (string | number)[] = [Date.now(), [...endpoints].join(',')];
     for (const e of entries) {
-      argv.push(e.custom_id, JSON.stringify(e.item), e.kind === 'queue' ? 'q' : 'e', e.kind === 'error' ? JSON.stringify(e.error) : '');
+      argv.push(e.custom_id, JSON.stringify(e.item), e.kind === 'queue' ? 'q' : 'e', e.kind === 'error' ? JSON.stringify(e.error) : '', e.item.fp ?? '');
     }
     try {
       const out = (await this.run('bgRegister', batchId, ...argv)) as number[];
-      return out.map((x) => x === 1);
+      return out.map((x) => OUTCOMES[x]);
     } catch (e) {
       const m = /BATCH_NOT_VALIDATING (\S+)/.exec((e as Error).message);
       if (m) throw new BatchgenError('cancelled', `batch ${batchId} is ${m[1]}: submission stopped`);
@@ -339,6 +418,11 @@ export class BatchStore {
     return (await this.run('bgCancelItems', batchId, Date.now(), ...customIds)) as number;
   }
 
+  /** Records the files a `submit --wait` wrote (status --json gives them as output_file_id, error_file_id). */
+  async setFiles(batchId: string, files: { output?: string; errors?: string }): Promise<void> {
+    await this.run('bgSetFiles', batchId, files.output ?? '', files.errors ?? '');
+  }
+
   /** Re-evaluates the status from the counts. */
   async finalize(batchId: string): Promise<BatchStatus | null> {
     return (await this.run('bgFinalize', batchId, Date.now())) as BatchStatus | null;
@@ -359,6 +443,12 @@ export class BatchStore {
       expires_at: numOrNull(h.expires_at),
       retention_s: Number(h.retention_s ?? DEFAULT_RETENTION_S),
       input: h.input ?? '',
+      endpoints: Object.keys(h)
+        .filter((f) => f.startsWith('ep:'))
+        .map((f) => f.slice(3))
+        .sort(),
+      output_file: h.output_file ?? null,
+      error_file: h.error_file ?? null,
       counts: {
         total: Number(h.total ?? 0),
         completed: Number(h.completed ?? 0),
@@ -404,26 +494,70 @@ export class BatchStore {
     return customIds.map((_, i) => out[2 * i]?.[1] === 1 || out[2 * i + 1]?.[1] === 1);
   }
 
-  /** Results in completion order, from `offset` on, in chunks. */
-  async *results(batchId: string, offset = 0, chunkSize = 500): AsyncGenerator<ResultRecord[]> {
+  /**
+   * Settled requests (results and errors) in settlement order, from position `offset` of the order
+   * list on, in chunks; `next` is the position after the chunk (a cursor to resume from).
+   */
+  async *settledFrom(batchId: string, offset = 0, chunkSize = 500): AsyncGenerator<{ next: number; entries: Settled[] }> {
     const k = this.keys.batch(batchId);
     let at = offset;
     for (;;) {
       const ids = await this.redis.lrange(k.order, at, at + chunkSize - 1);
       if (ids.length === 0) return;
-      const vals = await this.redis.hmget(k.results, ...ids);
-      yield vals.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as ResultRecord);
+      const [rs, es] = await Promise.all([this.redis.hmget(k.results, ...ids), this.redis.hmget(k.errors, ...ids)]);
+      const entries: Settled[] = [];
+      ids.forEach((cid, i) => {
+        if (rs[i] !== null) entries.push({ custom_id: cid, result: JSON.parse(rs[i]!) as ResultRecord });
+        else if (es[i] !== null) entries.push({ custom_id: cid, error: JSON.parse(es[i]!) as ErrorRecord });
+      });
       at += ids.length;
+      yield { next: at, entries };
       if (ids.length < chunkSize) return;
     }
   }
 
-  /** Every error of a batch (failed requests and rejected lines), by line. */
+  /** Results in completion order, from position `offset` of the order list on, in chunks. */
+  async *results(batchId: string, offset = 0, chunkSize = 500): AsyncGenerator<ResultRecord[]> {
+    for await (const { entries } of this.settledFrom(batchId, offset, chunkSize)) {
+      const rs = entries.flatMap((e) => (e.result ? [e.result] : []));
+      if (rs.length) yield rs;
+    }
+  }
+
+  /** The items of these custom_ids (null for one that is not an item of the batch). */
+  async itemsOf(batchId: string, customIds: string[]): Promise<(BatchItem | null)[]> {
+    if (customIds.length === 0) return [];
+    const vals = await this.redis.hmget(this.keys.batch(batchId).items, ...customIds);
+    return vals.map((v) => (v === null ? null : (JSON.parse(v) as BatchItem)));
+  }
+
+  /**
+   * Every error of a batch, by line: failed requests, rejected lines, and requests a cancel removed
+   * before they ran (code `cancelled`).
+   */
   async errors(batchId: string): Promise<ErrorRecord[]> {
     const k = this.keys.batch(batchId);
-    const [errs, rejects] = await Promise.all([this.redis.hvals(k.errors), this.redis.hvals(k.rejects)]);
+    const [errs, rejects, cancelled] = await Promise.all([this.redis.hvals(k.errors), this.redis.hvals(k.rejects), this.redis.smembers(k.cancelled)]);
     const all = [...errs, ...rejects].map((v) => JSON.parse(v) as ErrorRecord);
+    const items = await this.itemsOf(batchId, cancelled);
+    cancelled.forEach((cid, i) => {
+      all.push({ line: items[i]?.line ?? null, custom_id: cid, error: { code: 'cancelled', message: `custom_id "${cid}" was cancelled before it ran (batch ${batchId} was cancelled)` } });
+    });
     return all.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  }
+
+  /**
+   * The errors found while the input was read: rejected lines and requests that failed validation
+   * (never sent to a queue), by line, at most `limit`.
+   */
+  async inputErrors(batchId: string, limit = 1000): Promise<ErrorRecord[]> {
+    const k = this.keys.batch(batchId);
+    const [errs, rejects] = await Promise.all([this.redis.hgetall(k.errors), this.redis.hvals(k.rejects)]);
+    const cids = Object.keys(errs);
+    const items = await this.itemsOf(batchId, cids);
+    const invalid = cids.filter((_, i) => items[i] !== null && items[i]!.key === null).map((cid) => JSON.parse(errs[cid]) as ErrorRecord);
+    const all = [...invalid, ...rejects.map((v) => JSON.parse(v) as ErrorRecord)];
+    return all.sort((a, b) => (a.line ?? 0) - (b.line ?? 0)).slice(0, limit);
   }
 
   /** One request's result or error, if settled. */

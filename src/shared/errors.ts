@@ -10,7 +10,11 @@ export type ErrorCode =
   | 'redis_unavailable'
   | 'invalid_payload'
   | 'generation_failed'
-  | 'cancelled';
+  | 'cancelled'
+  | 'idempotency_conflict'
+  | 'batch_finished'
+  | 'file_not_found'
+  | 'empty_input';
 
 export class BatchgenError extends Error {
   readonly code: ErrorCode;

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { BatchRecord } from './batch-store.js';
-import type { ErrorRecord, ResultRecord } from './schemas.js';
+import type { ErrorRecord, RequestForm, ResultRecord } from './schemas.js';
 
 export interface NativeResultLine {
   custom_id: string;
@@ -13,6 +13,8 @@ export interface NativeResultLine {
   token_ids: number[];
   finish_reason: 'eos' | 'stop' | 'length';
   usage: { prompt_tokens: number; completion_tokens: number };
+  /** the seed the row was sampled with (only for sampled requests) */
+  seed?: number;
   error: null;
 }
 
@@ -53,8 +55,13 @@ export function nativeResultFields(r: ResultRecord): Omit<NativeResultLine, 'err
   };
 }
 
+/** Whether a result was sampled (its compile key's strategy is `sample`), so that its seed matters. */
+function wasSampled(r: ResultRecord): boolean {
+  return r.key.split(':').pop() === 'sample';
+}
+
 export function formatResultLine(r: ResultRecord, batchId: string): NativeResultLine | OpenAIResultLine {
-  if (r.form === 'native') return { ...nativeResultFields(r), error: null };
+  if (r.form === 'native') return { ...nativeResultFields(r), ...(wasSampled(r) ? { seed: r.seed } : {}), error: null };
   const sid = stableId(batchId, r.custom_id);
   return {
     id: `batch_req_${sid}`,
@@ -73,6 +80,53 @@ export function formatResultLine(r: ResultRecord, batchId: string): NativeResult
     },
     error: null,
   };
+}
+
+/**
+ * An OpenAI batch output line for a failed request, as OpenAI writes one: the response carries the
+ * HTTP-style error body (400 for a request the engine refuses, 500 for a failure while generating),
+ * and `error` repeats its code and message.
+ */
+export interface OpenAIErrorLine {
+  id: string;
+  custom_id: string;
+  response: {
+    status_code: number;
+    request_id: string;
+    body: { error: { message: string; type: 'invalid_request_error' | 'server_error'; param: null; code: string } };
+  };
+  error: { code: string; message: string };
+}
+
+const SERVER_ERROR_CODES = new Set(['generation_failed', 'invalid_payload', 'shape_mismatch', 'model_format']);
+
+export function formatOpenAIErrorLine(e: ErrorRecord & { custom_id: string }, batchId: string): OpenAIErrorLine {
+  const sid = stableId(batchId, e.custom_id);
+  const server = SERVER_ERROR_CODES.has(e.error.code);
+  return {
+    id: `batch_req_${sid}`,
+    custom_id: e.custom_id,
+    response: {
+      status_code: server ? 500 : 400,
+      request_id: `req_${sid}`,
+      body: { error: { message: e.error.message, type: server ? 'server_error' : 'invalid_request_error', param: null, code: e.error.code } },
+    },
+    error: { code: e.error.code, message: e.error.message },
+  };
+}
+
+/**
+ * The output-file line of a settled request: its result line, or for a failed OpenAI-form request an
+ * OpenAI error line; null for a failed native request (it is only in the errors file).
+ */
+export function formatSettledLine(
+  s: { custom_id: string; result?: ResultRecord; error?: ErrorRecord },
+  form: RequestForm | undefined,
+  batchId: string,
+): NativeResultLine | OpenAIResultLine | OpenAIErrorLine | null {
+  if (s.result) return formatResultLine(s.result, batchId);
+  if (s.error && form === 'openai') return formatOpenAIErrorLine({ ...s.error, custom_id: s.custom_id }, batchId);
+  return null;
 }
 
 /** An errors-file line: `{line, custom_id, error: {code, message}}`. */
@@ -95,16 +149,29 @@ export interface OpenAIBatchObject {
   failed_at: number | null;
   expires_at: number | null;
   request_counts: { total: number; completed: number; failed: number };
+  /** the results file a `submit --wait` wrote (a path: there is no files API), else null */
+  output_file_id: string | null;
+  error_file_id: string | null;
+  /** the errors found in the input (rejected lines, requests that failed validation), as OpenAI lists them */
+  errors: { object: 'list'; data: { code: string; line: number | null; message: string; param: string | null }[] } | null;
   metadata: { cancelled: string; rejected_lines: string };
+}
+
+/**
+ * The batch object's endpoint: the endpoint of its requests, or the endpoints joined by ", " when the
+ * lines mix them (OpenAI's batches have one); `/v1/completions` when none was recorded.
+ */
+export function batchEndpoint(endpoints: readonly string[] | undefined): string {
+  return endpoints && endpoints.length ? endpoints.join(', ') : '/v1/completions';
 }
 
 const secs = (ms: number | null): number | null => (ms === null ? null : Math.floor(ms / 1000));
 
-export function toOpenAIBatch(r: BatchRecord): OpenAIBatchObject {
+export function toOpenAIBatch(r: BatchRecord, inputErrors: readonly ErrorRecord[] = []): OpenAIBatchObject {
   return {
     id: r.id,
     object: 'batch',
-    endpoint: '/v1/completions',
+    endpoint: batchEndpoint(r.endpoints),
     input_file_id: r.input,
     status: r.status,
     created_at: secs(r.created_at)!,
@@ -115,6 +182,9 @@ export function toOpenAIBatch(r: BatchRecord): OpenAIBatchObject {
     failed_at: secs(r.failed_at),
     expires_at: secs(r.expires_at),
     request_counts: { total: r.counts.total, completed: r.counts.completed, failed: r.counts.failed },
+    output_file_id: r.output_file ?? null,
+    error_file_id: r.error_file ?? null,
+    errors: inputErrors.length ? { object: 'list', data: inputErrors.map((e) => ({ code: e.error.code, line: e.line, message: e.error.message, param: null })) } : null,
     metadata: { cancelled: String(r.counts.cancelled), rejected_lines: String(r.counts.rejected) },
   };
 }
