@@ -57,3 +57,50 @@ export function progressText(p: { done: number; total: number; failed: number; s
     `, elapsed ${formatDuration(p.elapsedMs)}, ETA ${eta === null ? '?' : formatDuration(eta)}`
   );
 }
+
+/**
+ * Draws a batch's progress on stderr while something waits on it: rewritten in place on a terminal,
+ * one line every `everyMs` otherwise (and a last one when the batch finishes). `update` takes each
+ * record the wait sees; a timer redraws every second so the rate falls while nothing moves.
+ */
+export class ProgressReporter {
+  private samples: ProgressSample[] = [];
+  private last: { done: number; total: number; failed: number; status: string } | null = null;
+  private lastLine = 0;
+  private readonly timer: NodeJS.Timeout;
+  private readonly tty = process.stderr.isTTY === true;
+
+  constructor(
+    private readonly startedAt = Date.now(),
+    private readonly everyMs = 5000,
+  ) {
+    this.timer = setInterval(() => this.draw(false), 1000);
+    this.timer.unref();
+  }
+
+  update(r: { status: string; counts: { total: number; completed: number; failed: number } }, final: boolean): void {
+    const done = r.counts.completed + r.counts.failed;
+    this.last = { done, total: r.counts.total, failed: r.counts.failed, status: r.status };
+    this.samples.push({ t: Date.now(), done });
+    this.draw(final);
+  }
+
+  private draw(final: boolean): void {
+    if (!this.last) return;
+    const now = Date.now();
+    this.samples = trimSamples(this.samples, now);
+    const text = progressText({ ...this.last, rate: slidingRate(this.samples, now), elapsedMs: now - this.startedAt });
+    if (this.tty) process.stderr.write(`\r${text}\x1b[K`);
+    else if (final || now - this.lastLine > this.everyMs) {
+      this.lastLine = now;
+      process.stderr.write(`${text}\n`);
+    }
+  }
+
+  /** Stops the redraws (ends the terminal line). Safe to call twice. */
+  stop(): void {
+    clearInterval(this.timer);
+    if (this.tty && this.last) process.stderr.write('\n');
+    this.last = null;
+  }
+}

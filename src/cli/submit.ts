@@ -14,7 +14,7 @@ import { openJsonlInput, writeErrorsFile } from '../producer/jsonl.js';
 import { ResultsFileAppender, writeResultsInOrder, type ResultsOrder } from '../producer/results-file.js';
 import type { BatchRecord } from '../shared/batch-store.js';
 import { err, formatDuration, keyspaceFrom, numberFlag, out, REDIS_FLAG_OPTIONS } from './common.js';
-import { progressText, slidingRate, trimSamples, type ProgressSample } from './progress.js';
+import { ProgressReporter } from './progress.js';
 
 const USAGE = `usage: batchgen submit FILE.jsonl [--model NAME=DIR ...] [--redis URL] [--batch-id ID] [--wait]
                       [--out FILE] [--errors FILE] [--order completion|input] [--fail-on-errors]
@@ -123,28 +123,8 @@ export async function submitCommand(argv: string[]): Promise<number> {
     };
     process.once('SIGINT', onInterruptWait);
 
-    const tty = process.stderr.isTTY === true;
-    let samples: ProgressSample[] = [];
-    let last: BatchRecord | null = null;
-    let lastLine = 0;
-    const draw = (final = false) => {
-      if (!last) return;
-      const now = Date.now();
-      samples = trimSamples(samples, now);
-      const done = last.counts.completed + last.counts.failed;
-      const text = progressText({ done, total: last.counts.total, failed: last.counts.failed, status: last.status, rate: slidingRate(samples, now), elapsedMs: now - t0 });
-      if (tty) process.stderr.write(`\r${text}\x1b[K`);
-      else if (final || now - lastLine > 5000) {
-        lastLine = now;
-        err(`${text}\n`);
-      }
-    };
-    const onProgress = (r: BatchRecord) => {
-      last = r;
-      samples.push({ t: Date.now(), done: r.counts.completed + r.counts.failed });
-      draw(isTerminal(r.status));
-    };
-    const redraw = setInterval(() => draw(), 1000);
+    const progress = new ProgressReporter(t0);
+    const onProgress = (r: BatchRecord) => progress.update(r, isTerminal(r.status));
     let stop = false;
     const follow = (async () => {
       while (!stop) {
@@ -158,13 +138,12 @@ export async function submitCommand(argv: string[]): Promise<number> {
     } catch (e) {
       if (!(e instanceof BatchgenError) || timeoutS === undefined || Date.now() - t0 < timeoutS * 1000) throw e;
     } finally {
-      clearInterval(redraw);
+      progress.stop();
       stop = true;
       await follow;
       await appender.catchUp();
       await appender.close();
       process.removeListener('SIGINT', onInterruptWait);
-      if (tty) err('\n');
     }
     if (rec === null) {
       const r = await handle.status();
