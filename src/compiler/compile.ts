@@ -9,30 +9,19 @@
  * loop so timers (queue lock renewal) run during long batches.
  */
 import { tf } from './backend.js';
-import { bannedTokens, needsBans } from './bans.js';
-import { BeamRow, type Candidate } from './beam-search.js';
 import { DeviceWeights, decodeStep, prefill } from './gpt2.js';
 import { KvCache } from './kv-cache.js';
-import {
-  TOPK_FAST_MAX,
-  applyAll,
-  buildProcessors,
-  logSoftmax,
-  sampleRows,
-  topKTopP,
-  topKTopPCandidates,
-  type BannedTokens,
-  type ProcessorPlan,
-  type RowParamTensors,
-  type SeenTokens,
-} from './logits.js';
-import { RowRng } from './rng.js';
-import { checkStopStrings } from './stop-strings.js';
+import type { OnDevice } from './logits.js';
+import { NEG, openDecodeSlot, packBatch } from './packing.js';
+import { RowParams } from './row-params.js';
 import { ShapeScope } from './shape-tracker.js';
+import { BeamStrategy } from './strategies/beam.js';
+import { SampleStrategy } from './strategies/sample.js';
+import type { DecodeStrategy, StepChoice } from './strategies/strategy.js';
 import type { RowRequest, RowResult } from './types.js';
 import { assertServable, variantId, type CompileKey } from '../shared/compile-key.js';
 import { BatchgenError, ShapeMismatchError } from '../shared/errors.js';
-import { MAX_STOP_TOKEN_IDS, beamsOf, strategyOf, type GenerationDefaults, type ResolvedParams } from '../shared/params.js';
+import { beamsOf, strategyOf, type GenerationDefaults, type ResolvedParams } from '../shared/params.js';
 
 /** What a variant needs of a loaded model. */
 export interface VariantModel {
@@ -42,10 +31,6 @@ export interface VariantModel {
   /** The tokenizer's decode: needed only for rows with stop strings. */
   decode?(ids: number[]): Promise<string>;
 }
-
-const NEG = -1e9;
-/** The most stop ids of a row (EOS ids plus stop_token_ids), as the job payload bounds them. */
-const MAX_STOP_IDS = 32;
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -181,257 +166,94 @@ export class CompiledVariant {
   private async runUnchecked(rows: RowRequest[], opts: RunOptions): Promise<RowResult[]> {
     if (this.busy) throw new BatchgenError('generation_failed', `variant ${this.id} is already running a batch`);
     this.busy = true;
-    const owned: tf.Tensor[] = [];
     try {
-      return await this.generate(rows, opts, owned);
+      return await this.generate(rows, opts);
     } finally {
-      tf.dispose(owned);
       this.busy = false;
       if (this.disposeWhenIdle) this.dispose();
     }
   }
 
-  private async generate(rows: RowRequest[], opts: RunOptions, owned: tf.Tensor[]): Promise<RowResult[]> {
+  /** Device work in a tf.tidy, under this variant's shape scope (learned in warm-up, else checked). */
+  private readonly onDevice: OnDevice = (f) => this.scope.run(() => tf.tidy(f));
+
+  private async generate(rows: RowRequest[], opts: RunOptions): Promise<RowResult[]> {
     const w = this.model.weights;
     const { P, N, strategy } = this.key;
-    const V = w.config.vocab_size;
     const k = this.beams;
     const B = this.batchSize;
-    const R = B * k;
-    const T = P + N;
     const pad = this.model.defaults.pad_token_id;
     const maxSteps = Math.min(N, opts.maxSteps ?? N);
-    const keep = <X extends tf.Tensor>(t: X): X => {
-      owned.push(t);
-      return t;
-    };
-    const onDevice = <X extends tf.Tensor>(f: () => X): X => this.scope.run(() => tf.tidy(f));
+    const live = rows.length;
 
-    // Host inputs: batch item b fills rows b*k .. b*k+k-1; missing items are one-token dummies.
-    const params = Array.from({ length: B }, (_, b) => (b < rows.length ? rows[b].params : rows[0].params));
-    const prompts = Array.from({ length: B }, (_, b) => (b < rows.length ? rows[b].promptIds : [pad]));
-    const ids = new Int32Array(R * P).fill(pad);
-    const pos = new Int32Array(R * P);
-    const keyMask = new Float32Array(R * P);
-    const decodeBias = new Float32Array(R * T).fill(NEG);
-    for (let r = 0; r < R; r++) {
-      const prompt = prompts[Math.floor(r / k)];
-      const off = P - prompt.length;
-      prompt.forEach((id, j) => {
-        ids[r * P + off + j] = id;
-        pos[r * P + off + j] = j;
-        keyMask[r * P + off + j] = 1;
-        decodeBias[r * T + off + j] = 0;
-      });
-    }
-    const perRow = (f: (p: ResolvedParams) => number, dtype: 'float32' | 'int32' = 'float32') =>
-      keep(tf.tensor2d(Array.from({ length: R }, (_, r) => f(params[Math.floor(r / k)])), [R, 1], dtype));
-    const rowParams: RowParamTensors = {
-      penalty: perRow((p) => p.repetition_penalty),
-      invTemperature: perRow((p) => 1 / p.temperature),
-      topKIndex: perRow((p) => (p.top_k > 0 ? Math.min(p.top_k, V) : V) - 1, 'int32'),
-      topP: perRow((p) => p.top_p),
-    };
-    const plan: ProcessorPlan = {
-      penalty: params.some((p) => p.repetition_penalty !== 1),
-      ban: needsBans(params),
-      topk: params.every((p) => p.top_p >= 1 && p.top_k <= TOPK_FAST_MAX) ? 'fast' : 'full',
-    };
-    const topKOff = perRow((p) => (p.top_k === 0 ? 1 : 0));
-    const M = P + N;
+    // 1. Pack on the host: item b fills rows b*k .. b*k+k-1; missing items are one-token dummies.
+    const params = Array.from({ length: B }, (_, b) => (b < live ? rows[b].params : rows[0].params));
+    const prompts = Array.from({ length: B }, (_, b) => (b < live ? rows[b].promptIds : [pad]));
+    const packed = packBatch(prompts, P, N, k, pad);
+    const R = packed.R;
 
-    // Prefill: the whole prompt, filling cache positions [0, P).
+    // 2. Per-row parameters on the device, and the processor plan they imply.
+    const rowParams = new RowParams(params, k, w.config.vocab_size);
+    const chooser = this.strategyFor(params, live, rowParams);
     this.lastRun = { prefillMs: 0, steps: 0, decodeMs: 0 };
     const tPrefill = performance.now();
     let tDecode = 0;
     let steps = 0;
-    let logits = onDevice(() => {
-      const mask = tf.tensor2d(keyMask, [R, P]);
-      const bias = tf.mul(tf.sub(1, tf.mul(this.causal, tf.reshape(mask, [R, 1, 1, P]))), NEG) as tf.Tensor4D;
-      return prefill(w, this.cache, tf.tensor2d(ids, [R, P], 'int32'), tf.tensor2d(pos, [R, P], 'int32'), bias);
-    });
-
-    const lens = prompts.map((p) => p.length);
-    const live = rows.length;
-    const stopSets = params.map((p) => new Set(p.stop_ids));
-    const out: RowResult[] = Array.from({ length: B }, () => ({ tokenIds: [], finishReason: 'length' as const }));
-    const finished = Array.from({ length: B }, (_, b) => b >= live);
-    const rngs = params.map((p) => new RowRng(p.seed));
-    const beamRows =
-      k > 1
-        ? params.map((p, b) => {
-            const row = new BeamRow({
-              numBeams: k,
-              maxNewTokens: p.max_new_tokens,
-              lengthPenalty: p.length_penalty,
-              earlyStopping: p.early_stopping,
-              stopIds: p.stop_ids,
-            });
-            row.done = b >= live;
-            return row;
-          })
-        : [];
-    // Hugging Face keeps max(2, 1 + #stop ids)·k candidates per step; the variant fetches enough for
-    // the model's EOS ids plus the most a request can add, and each row uses its own prefix.
-    const candidates = Math.min(k * V, BeamRow.candidatesNeeded(k, this.model.defaults.eos_token_id.length + MAX_STOP_TOKEN_IDS));
-
+    let logits: tf.Tensor2D | null = null;
     try {
+      // 3. Prefill: the whole prompt, filling cache slots [0, P); logits of each row's last token.
+      logits = this.onDevice(() => {
+        const mask = tf.tensor2d(packed.keyMask, [R, P]);
+        const bias = tf.mul(tf.sub(1, tf.mul(this.causal, tf.reshape(mask, [R, 1, 1, P]))), NEG) as tf.Tensor4D;
+        return prefill(w, this.cache, tf.tensor2d(packed.ids, [R, P], 'int32'), tf.tensor2d(packed.pos, [R, P], 'int32'), bias);
+      });
       for (let t = 0; t < maxSteps; t++) {
-        const seen = plan.penalty ? this.seenTokens(R, M, (r) => {
-          const b = Math.floor(r / k);
-          return k === 1 ? [prompts[b], out[b].tokenIds] : [prompts[b], beamRows[b].running[r % k].tokens];
-        }) : null;
-        const banned = plan.ban ? this.bannedTokens(R, M + MAX_STOP_IDS, (r) => {
-          const b = Math.floor(r / k);
-          return bannedTokens(params[b], prompts[b], k === 1 ? out[b].tokenIds : beamRows[b].running[r % k].tokens);
-        }) : null;
-        const processors = buildProcessors(strategy, plan, rowParams, seen, topKOff, banned);
-        const disposeStepInputs = () => {
-          if (seen) tf.dispose([seen.pairs, seen.mask]);
-          if (banned) tf.dispose([banned.pairs, banned.mask]);
-        };
-        const next = new Array<number>(R).fill(pad);
-        let from: number[] | null = null;
-
-        if (k === 1) {
-          let scores = onDevice(() => applyAll(logits, processors));
-          disposeStepInputs();
-          if (strategy === 'sample' && plan.topk === 'full') scores = await this.topKTopP(scores, rowParams, topKOff);
-          const uniforms = strategy === 'sample' ? tf.tensor2d(rngs.map((g) => g.next()), [R, 1]) : null;
-          const chosen = onDevice(() => (uniforms ? sampleRows(scores, uniforms) : (tf.argMax(scores, 1) as tf.Tensor1D)));
-          tf.dispose([scores, ...(uniforms ? [uniforms] : [])]);
-          const picked = await chosen.data();
-          chosen.dispose();
-          for (let b = 0; b < B; b++) {
-            if (finished[b]) continue;
-            const x = picked[b];
-            out[b].tokenIds.push(x);
-            next[b] = x;
-            if (stopSets[b].has(x)) {
-              finished[b] = true;
-              out[b].finishReason = 'eos';
-              continue;
-            }
-            const stops = params[b].stop_strings;
-            const hit = stops?.length ? await checkStopStrings(out[b].tokenIds, stops, (ids) => this.model.decode!(ids)) : null;
-            if (hit) {
-              finished[b] = true;
-              out[b].finishReason = 'stop';
-              out[b].text = hit.text;
-            } else if (out[b].tokenIds.length >= params[b].max_new_tokens) finished[b] = true;
-          }
-        } else {
-          const scores = tf.tensor2d(beamRows.flatMap((row) => row.runningScores), [R, 1]);
-          const top = this.scope.run(() =>
-            tf.tidy(() => {
-              const lp = tf.add(applyAll(logSoftmax(logits), processors), scores);
-              const { values, indices } = tf.topk(tf.reshape(lp, [B, k * V]), candidates, true);
-              return [values, indices];
-            }),
-          );
-          scores.dispose();
-          disposeStepInputs();
-          const [vals, idxs] = await Promise.all(top.map((x) => x.data()));
-          tf.dispose(top);
-          from = Array.from({ length: R }, (_, r) => r);
-          for (let b = 0; b < B; b++) {
-            const row = beamRows[b];
-            if (row.done) continue;
-            const cands: Candidate[] = [];
-            for (let c = 0; c < candidates; c++) {
-              const flat = idxs[b * candidates + c];
-              cands.push({ score: vals[b * candidates + c], beam: Math.floor(flat / V), token: flat % V });
-            }
-            const step = row.step(cands, t);
-            step.from.forEach((f, j) => {
-              from![b * k + j] = b * k + f;
-              next[b * k + j] = step.tokens[j];
-            });
-            if (row.done) {
-              finished[b] = true;
-              out[b] = row.result();
-            }
-          }
+        // 4. This step's processors: penalty and bans need each row's tokens so far.
+        const processors = rowParams.stepProcessors(strategy, P + N, prompts, (r) => chooser.generatedOf(r));
+        // 5. Choose the next token of each row (the strategy's device part and one readback), and
+        //    book-keep on the host: what each row generated, which rows finished and why.
+        let choice: StepChoice;
+        try {
+          choice = await chooser.step(logits, processors.list, t);
+        } finally {
+          processors.dispose();
         }
         tf.dispose(logits);
         if (t === 0) this.lastRun.prefillMs = performance.now() - tPrefill;
-        if (finished.every(Boolean) || t + 1 >= maxSteps) break;
-
-        // Feed the chosen tokens at cache slot P + t.
-        if (from) this.cache.reorder(from);
-        for (let r = 0; r < R; r++) decodeBias[r * T + P + t] = 0;
+        // 6. Stop when every item has finished or the step budget is spent.
+        if (chooser.done || t + 1 >= maxSteps) break;
+        // 7. Beam search: each row's cache continues the beam it extends.
+        if (choice.from) this.cache.reorder(choice.from);
+        // 8. Open cache slot P + t; yield so timers run between steps.
+        const positions = openDecodeSlot(packed, P, t);
         if (steps === 0) tDecode = performance.now();
         steps += 1;
         await yieldToEventLoop();
-        logits = onDevice(() =>
-          decodeStep(
-            w,
-            this.cache,
-            tf.tensor1d(next, 'int32'),
-            tf.tensor1d(Array.from({ length: R }, (_, r) => lens[Math.floor(r / k)] + t), 'int32'),
-            P + t,
-            tf.tensor3d(decodeBias, [R, 1, T]),
-          ),
+        // 9. Decode step: feed the chosen tokens at slot P + t, get the next logits.
+        const next = choice.next;
+        logits = this.onDevice(() =>
+          decodeStep(w, this.cache, tf.tensor1d(next, 'int32'), tf.tensor1d(positions, 'int32'), P + t, tf.tensor3d(packed.decodeBias, [R, 1, packed.T])),
         );
       }
     } finally {
-      tf.dispose(logits);
+      if (logits) tf.dispose(logits);
+      rowParams.dispose();
     }
     this.lastRun.steps = steps;
     this.lastRun.decodeMs = steps > 0 ? performance.now() - tDecode : 0;
-    if (k > 1) beamRows.forEach((row, b) => b < live && !finished[b] && (out[b] = row.result()));
-    return out.slice(0, live);
+    return chooser.results(live);
   }
 
-  /**
-   * Top-k and top-p for a batch that needs more than the small top-k: from the nucleus candidates
-   * when every row's kept set lies within them (one readback decides), else from a full sort. Warm-up
-   * runs both, so that neither is a retrace later. Takes ownership of `scores`.
-   */
-  private async topKTopP(scores: tf.Tensor2D, p: RowParamTensors, topKOff: tf.Tensor2D): Promise<tf.Tensor2D> {
-    const { filtered, fits } = this.scope.run(() => tf.tidy(() => topKTopPCandidates(scores, p, topKOff)));
-    const allFit = (await fits.data()).every((f) => f === 1);
-    fits.dispose();
-    if (allFit && !this.warming) {
-      scores.dispose();
-      return filtered;
+  /** The decoding strategy of this variant's key, for one batch. */
+  private strategyFor(params: ResolvedParams[], live: number, rowParams: RowParams): DecodeStrategy {
+    const { onDevice } = this;
+    const pad = this.model.defaults.pad_token_id;
+    if (this.beams > 1) {
+      const V = this.model.weights.config.vocab_size;
+      return new BeamStrategy(params, live, { k: this.beams, V, eosIds: this.model.defaults.eos_token_id.length, onDevice, pad });
     }
-    filtered.dispose();
-    const full = this.scope.run(() => tf.tidy(() => topKTopP(p)(scores)));
-    scores.dispose();
-    return full;
-  }
-
-  /** Each row's distinct seen tokens (prompt and generated), padded to M, as device tensors. */
-  private seenTokens(R: number, M: number, tokensOf: (r: number) => number[][]): SeenTokens {
-    const pairs = new Int32Array(R * M * 2);
-    const mask = new Float32Array(R * M);
-    for (let r = 0; r < R; r++) {
-      const uniq = [...new Set(tokensOf(r).flat())];
-      for (let j = 0; j < M; j++) {
-        const id = uniq[j] ?? uniq[0];
-        pairs[(r * M + j) * 2] = r;
-        pairs[(r * M + j) * 2 + 1] = id;
-        mask[r * M + j] = j < uniq.length ? 1 : 0;
-      }
-    }
-    return { pairs: tf.tensor2d(pairs, [R * M, 2], 'int32'), mask: tf.tensor2d(mask, [R, M]) };
-  }
-
-  /** Each row's banned next tokens, padded to W, as device tensors. */
-  private bannedTokens(R: number, W: number, bansOf: (r: number) => number[]): BannedTokens {
-    const pairs = new Int32Array(R * W * 2);
-    const mask = new Float32Array(R * W);
-    for (let r = 0; r < R; r++) {
-      const bans = bansOf(r);
-      if (bans.length > W) throw new BatchgenError('generation_failed', `row ${r}: ${bans.length} banned tokens exceed the width ${W}`);
-      for (let j = 0; j < W; j++) {
-        pairs[(r * W + j) * 2] = r;
-        pairs[(r * W + j) * 2 + 1] = bans[j] ?? bans[0] ?? 0;
-        mask[r * W + j] = j < bans.length ? 1 : 0;
-      }
-    }
-    return { pairs: tf.tensor2d(pairs, [R * W, 2], 'int32'), mask: tf.tensor1d(mask) };
+    const decode = this.model.decode?.bind(this.model);
+    return new SampleStrategy(params, live, { sample: this.key.strategy === 'sample', rowParams, onDevice, warming: this.warming, pad, decode });
   }
 
   /** Frees the cache; a variant evicted while running is freed when its batch ends. */

@@ -7,7 +7,11 @@
  * times slower there), and the repetition penalty touches only the tokens seen, by gather/scatter.
  */
 import { tf } from './backend.js';
+import { BatchgenError } from '../shared/errors.js';
 import type { Strategy } from '../shared/params.js';
+
+/** Runs device work inside the caller's tf.tidy and shape scope (a variant's `onDevice`). */
+export type OnDevice = <X extends tf.TensorContainer>(f: () => X) => X;
 
 /** Masked-out scores: finite, so that masks can be built by multiplication; exp() of it is 0. */
 export const MASKED = -1e30;
@@ -144,6 +148,63 @@ export function topKTopPCandidates(s: tf.Tensor2D, p: RowParamTensors, topKOff: 
   const nucleusInside = tf.step(tf.sub(C - 0.5, tf.cast(kept, 'float32'))); // kept < C
   const fits = tf.mul(tf.maximum(nucleusInside, tf.sub(1, noTopK)), tf.sub(1, beyond)) as tf.Tensor2D;
   return { filtered: maskBelow(s, tf.maximum(kth, pth)), fits };
+}
+
+/**
+ * Top-k and top-p for a batch that needs more than the small top-k: from the nucleus candidates
+ * when every row's kept set lies within them (one readback decides), else from a full sort. Warm-up
+ * (`warming`) runs both, so that neither is a retrace later. Takes ownership of `scores`.
+ */
+export async function filterTopKTopP(
+  scores: tf.Tensor2D,
+  p: RowParamTensors,
+  topKOff: tf.Tensor2D,
+  onDevice: OnDevice,
+  warming: boolean,
+): Promise<tf.Tensor2D> {
+  const { filtered, fits } = onDevice(() => topKTopPCandidates(scores, p, topKOff));
+  const allFit = (await fits.data()).every((f) => f === 1);
+  fits.dispose();
+  if (allFit && !warming) {
+    scores.dispose();
+    return filtered;
+  }
+  filtered.dispose();
+  const full = onDevice(() => topKTopP(p)(scores));
+  scores.dispose();
+  return full;
+}
+
+/** Uploads each row's distinct seen tokens (`tokensOf(r)`, flattened), padded to M. */
+export function uploadSeenTokens(R: number, M: number, tokensOf: (r: number) => number[][]): SeenTokens {
+  const pairs = new Int32Array(R * M * 2);
+  const mask = new Float32Array(R * M);
+  for (let r = 0; r < R; r++) {
+    const uniq = [...new Set(tokensOf(r).flat())];
+    for (let j = 0; j < M; j++) {
+      const id = uniq[j] ?? uniq[0];
+      pairs[(r * M + j) * 2] = r;
+      pairs[(r * M + j) * 2 + 1] = id;
+      mask[r * M + j] = j < uniq.length ? 1 : 0;
+    }
+  }
+  return { pairs: tf.tensor2d(pairs, [R * M, 2], 'int32'), mask: tf.tensor2d(mask, [R, M]) };
+}
+
+/** Uploads each row's banned next tokens (`bansOf(r)`), padded to W; more than W is an error. */
+export function uploadBannedTokens(R: number, W: number, bansOf: (r: number) => number[]): BannedTokens {
+  const pairs = new Int32Array(R * W * 2);
+  const mask = new Float32Array(R * W);
+  for (let r = 0; r < R; r++) {
+    const bans = bansOf(r);
+    if (bans.length > W) throw new BatchgenError('generation_failed', `row ${r}: ${bans.length} banned tokens exceed the width ${W}`);
+    for (let j = 0; j < W; j++) {
+      pairs[(r * W + j) * 2] = r;
+      pairs[(r * W + j) * 2 + 1] = bans[j] ?? bans[0] ?? 0;
+      mask[r * W + j] = j < bans.length ? 1 : 0;
+    }
+  }
+  return { pairs: tf.tensor2d(pairs, [R * W, 2], 'int32'), mask: tf.tensor1d(mask) };
 }
 
 /** What a batch needs, decided on the host from its rows' parameters. */

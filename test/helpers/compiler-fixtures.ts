@@ -10,6 +10,7 @@ import { loadModel, makeModel, tf, type LoadedModel } from '../../src/compiler/i
 import type { MakeModelOptions } from '../../src/compiler/make-model.js';
 import { prefill, decodeStep } from '../../src/compiler/gpt2.js';
 import { KvCache } from '../../src/compiler/kv-cache.js';
+import { NEG, openDecodeSlot, packBatch } from '../../src/compiler/packing.js';
 import { readSafetensors, writeSafetensors } from '../../src/compiler/safetensors.js';
 import { parseBucketPolicy, type BucketPolicy } from '../../src/shared/buckets.js';
 import { resolveParams, type GenerationParams, type ResolvedParams } from '../../src/shared/params.js';
@@ -88,11 +89,9 @@ export function randomIds(n: number, seed: number, lo = 0, hi = 50000): number[]
   });
 }
 
-const NEG = -1e9;
-
 /**
- * Runs the forward pass directly: rows left padded into a prompt bucket P, prefill, then one decode
- * step per entry of `feed[r]` (all rows the same number of steps) over a KV cache of P + steps
+ * Runs the forward pass directly: rows left padded into a prompt bucket P (packBatch), prefill, then
+ * one decode step per entry of `feed[r]` (all rows the same number of steps) over a KV cache of P + steps
  * positions. Returns the logits after the prompt and after each fed token: out[step][row] (length V).
  * `inspect` sees the cache after the prefill (step 0) and after each decode step.
  */
@@ -112,20 +111,9 @@ export function forwardSteps(
   const out: Float32Array[][] = [];
   const split = (flat: Float32Array) => Array.from({ length: R }, (_, r) => flat.slice(r * V, (r + 1) * V));
   try {
-    const ids = new Int32Array(R * P);
-    const pos = new Int32Array(R * P);
-    const mask = new Float32Array(R * P);
-    const stepBias = new Float32Array(R * T).fill(NEG);
-    prompts.forEach((p, r) => {
-      if (p.length > P) throw new RangeError(`prompt of ${p.length} tokens in bucket ${P}`);
-      const off = P - p.length;
-      p.forEach((id, j) => {
-        ids[r * P + off + j] = id;
-        pos[r * P + off + j] = j;
-        mask[r * P + off + j] = 1;
-        stepBias[r * T + off + j] = 0;
-      });
-    });
+    // Left padding, positions and masks as the compiled variants pack them (pad id 0).
+    const packed = packBatch(prompts, P, T - P, 1, 0);
+    const { ids, pos, keyMask: mask } = packed;
     // bias[r, 0, q, k] = 0 where k ≤ q and k is a real token, else NEG
     const bias = new Float32Array(R * P * P).fill(NEG);
     for (let r = 0; r < R; r++) for (let q = 0; q < P; q++) for (let k = 0; k <= q; k++) if (mask[r * P + k] === 1) bias[(r * P + q) * P + k] = 0;
@@ -136,15 +124,15 @@ export function forwardSteps(
     first.dispose();
     inspect?.(cache, 0);
     for (let t = 0; t < steps; t++) {
-      for (let r = 0; r < R; r++) stepBias[r * T + P + t] = 0;
+      const positions = openDecodeSlot(packed, P, t);
       const logits = tf.tidy(() =>
         decodeStep(
           m.weights,
           cache,
           tf.tensor1d(feed.map((f) => f[t]), 'int32'),
-          tf.tensor1d(prompts.map((p) => p.length + t), 'int32'),
+          tf.tensor1d(positions, 'int32'),
           P + t,
-          tf.tensor3d(stepBias, [R, 1, T]),
+          tf.tensor3d(packed.decodeBias, [R, 1, T]),
         ),
       );
       out.push(split(logits.dataSync() as Float32Array));
