@@ -19,7 +19,7 @@ import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
-import { parseRequestLine, requestFromObject, type ParsedLine } from '../shared/requests.js';
+import { parseRequestLine, parseRequestValue, requestFromObject, type ParsedLine } from '../shared/requests.js';
 import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type RequestForm, type ResultRecord } from '../shared/schemas.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { DEFAULT_POLICIES, prepareRequest, type BucketPolicies } from './prepare.js';
@@ -168,7 +168,7 @@ export class GenerationClient {
       let line = 0;
       for await (const r of requests as AsyncIterable<unknown>) {
         line += 1;
-        yield withMeta(parseObject(r, line), r);
+        yield withMeta(parseRequestValue(r, line), r);
       }
     }
     const report = await this.submitParsed(parsed(), opts);
@@ -432,23 +432,6 @@ function withMeta(parsed: ParsedLine, raw: unknown): MetaLine {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || (!parsed.ok && !parsed.counted)) return { parsed, meta: { fp: '', form: 'native', endpoint: '' } };
   const obj = raw as Record<string, unknown>;
   return { parsed, meta: { fp: requestFingerprint(obj), form: requestFormOf(obj), endpoint: requestEndpointOf(obj) } };
-}
-
-function parseObject(r: unknown, line: number): ParsedLine {
-  if (r === null || typeof r !== 'object' || Array.isArray(r)) {
-    return { ok: false, counted: false, error: errorRecord(line, null, 'invalid_request', `request ${line} is not an object`) };
-  }
-  const obj = r as Record<string, unknown>;
-  const cid = obj.custom_id;
-  if (typeof cid !== 'string' || cid.length === 0 || cid.length > 256) {
-    return { ok: false, counted: false, error: errorRecord(line, null, 'invalid_request', `request ${line}: custom_id must be a string of 1 to 256 characters`) };
-  }
-  try {
-    return { ok: true, request: requestFromObject(obj), line };
-  } catch (e) {
-    if (e instanceof BatchgenError) return { ok: false, counted: true, error: errorRecord(line, cid, e.code, e.message) };
-    throw e;
-  }
 }
 
 export class BatchHandle {

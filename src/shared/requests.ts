@@ -112,21 +112,15 @@ export function requestFromObject(obj: Record<string, unknown>): GenerationReque
 }
 
 /**
- * Reads one JSONL line (1-based `line`). Not JSON, not an object, or no usable custom_id: a
- * rejected line, not counted. JSON with a custom_id that fails its schema or the OpenAI rules: a
- * counted, failed request.
+ * Reads one request given as a value (a JSONL line already parsed, or an SDK object); `line` is its
+ * 1-based place in the input. Not an object, or no usable custom_id: a rejected line, not counted.
+ * An object with a custom_id that fails its schema or the OpenAI rules: a counted, failed request.
  */
-export function parseRequestLine(text: string, line: number): ParsedLine {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(text);
-  } catch (e) {
-    return fail(line, null, false, 'invalid_request', `line ${line} is not JSON (${(e as Error).message})`);
-  }
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
+export function parseRequestValue(value: unknown, line: number): ParsedLine {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return fail(line, null, false, 'invalid_request', `line ${line} is not a JSON object`);
   }
-  const rec = obj as Record<string, unknown>;
+  const rec = value as Record<string, unknown>;
   const cid = rec.custom_id;
   if (typeof cid !== 'string' || cid.length === 0 || cid.length > 256) {
     return fail(line, typeof cid === 'string' ? cid : null, false, 'invalid_request', `line ${line}: custom_id must be a string of 1 to 256 characters`);
@@ -137,6 +131,17 @@ export function parseRequestLine(text: string, line: number): ParsedLine {
     if (e instanceof BatchgenError) return fail(line, cid, true, e.code, e.message);
     throw e;
   }
+}
+
+/** Reads one JSONL line (1-based `line`): JSON, then parseRequestValue. */
+export function parseRequestLine(text: string, line: number): ParsedLine {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    return fail(line, null, false, 'invalid_request', `line ${line} is not JSON (${(e as Error).message})`);
+  }
+  return parseRequestValue(obj, line);
 }
 
 /** Splits JSONL text into numbered, non-blank lines. */
