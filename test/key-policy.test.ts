@@ -1,7 +1,7 @@
 /** Key holding, registry pruning, worker health and batch diagnosis: pure decisions, no Redis. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planKeys, workerHealth, type HeldView } from '../src/worker/key-policy.js';
+import { loopHealth, planKeys, withLoopHealth, workerHealth, type HeldView } from '../src/worker/key-policy.js';
 import { prunableEntries, NO_WORK, type QueueWork } from '../src/shared/registry.js';
 import { diagnoseKeys } from '../src/shared/key-health.js';
 import type { Heartbeat } from '../src/shared/heartbeats.js';
@@ -127,4 +127,18 @@ test('KeyBook: a failed compile waits for its retry time, shows in health while 
   assert.deepEqual(b.setRefused([{ key: 'r', reason: 'max_keys', work: W(1) }]), ['r']);
   assert.deepEqual(b.setRefused([{ key: 'r', reason: 'max_keys', work: W(1) }]), [], 'a refusal is new only once');
   assert.deepEqual(b.report().refused, [{ key: 'r', reason: 'max_keys' }]);
+});
+
+test('loopHealth: ok below the threshold of loop errors in a row; at it, not ok with the count and the last error, and /healthz is not ok', () => {
+  assert.deepEqual(loopHealth({ consecutive: 0, last: null }, 5), { ok: true });
+  assert.deepEqual(loopHealth({ consecutive: 4, last: 'connect ECONNREFUSED' }, 5), { ok: true });
+  const bad = loopHealth({ consecutive: 5, last: 'connect ECONNREFUSED' }, 5);
+  assert.equal(bad.ok, false);
+  assert.ok(!bad.ok && bad.consecutive_errors === 5 && /5 times in a row/.test(bad.reason) && /ECONNREFUSED/.test(bad.reason));
+  const keys = workerHealth([], []);
+  assert.equal(withLoopHealth(keys, loopHealth({ consecutive: 1, last: 'x' }, 5)), keys);
+  const h = withLoopHealth(keys, bad);
+  assert.equal(h.ok, false);
+  assert.deepEqual(h.problems, []);
+  assert.deepEqual(h.loop, bad);
 });

@@ -1,15 +1,8 @@
 /** Pure tests of the queue system's decisions: micro-batching, queue choice, payload checks, failures, bucket plans, metrics. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  checkBatchSizes,
-  chooseQueue,
-  collect,
-  collectStep,
-  paddedBatchSize,
-  parseBatchSizes,
-  planBatches,
-} from '../src/worker/micro-batcher.js';
+import { chooseQueue, collect, collectStep, planBatches } from '../src/worker/micro-batcher.js';
+import { checkBatchSizes, paddedBatchSize, parseBatchSizes } from '../src/shared/batch-sizes.js';
 import { BAD_JSON_MARK, checkPayload } from '../src/worker/payload.js';
 import { decideFailure, resultRecord } from '../src/worker/results.js';
 import { BatchgenError } from '../src/shared/errors.js';

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { BatchgenError } from '../shared/errors.js';
 import { parseModelSpecs } from '../shared/models.js';
 import { componentLogger } from '../observability/logger.js';
-import { parseBatchSizes } from '../worker/micro-batcher.js';
+import { parseBatchSizes } from '../shared/batch-sizes.js';
 import { handleShutdown } from '../worker/shutdown.js';
 import { BatchWorker } from '../worker/worker.js';
 import { keyspaceFrom, numberFlag, REDIS_FLAG_OPTIONS } from './common.js';

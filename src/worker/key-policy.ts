@@ -121,3 +121,27 @@ export function workerHealth(
   }
   return { ok: problems.length === 0, problems };
 }
+
+/** Loop iterations in a row that ended in an error, and the last one's message. */
+export interface LoopErrors {
+  consecutive: number;
+  last: string | null;
+}
+
+/** The loop's part of /healthz. */
+export type LoopHealth = { ok: true } | { ok: false; consecutive_errors: number; reason: string };
+
+/**
+ * Not ok once `threshold` loop iterations in a row ended in an error (Redis calls that keep
+ * failing, say): such a worker serves nothing, however healthy its keys look. One good iteration
+ * resets the count.
+ */
+export function loopHealth(errors: LoopErrors, threshold: number): LoopHealth {
+  if (errors.consecutive < threshold) return { ok: true };
+  return { ok: false, consecutive_errors: errors.consecutive, reason: `the worker loop failed ${errors.consecutive} times in a row; last error: ${errors.last ?? 'unknown'}` };
+}
+
+/** The keys' health with the loop's: not ok if either is not; a failing loop adds `loop` to the answer. */
+export function withLoopHealth(keys: WorkerHealth, loop: LoopHealth): WorkerHealth & { loop?: LoopHealth } {
+  return loop.ok ? keys : { ...keys, ok: false, loop };
+}

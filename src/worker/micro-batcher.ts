@@ -17,8 +17,6 @@
  * - `draining`: a stop was asked for: no more collecting; the current batch runs and settles.
  * - `stopped`: nothing held; connections closed.
  */
-import { DEFAULT_BATCH_SIZES } from '../shared/batch-sizes.js';
-
 export type BatchState = 'idle' | 'collecting' | 'running' | 'settling' | 'draining' | 'stopped';
 
 export interface MicroBatchOptions {
@@ -29,10 +27,6 @@ export interface MicroBatchOptions {
   /** Poll interval while waiting for more jobs. Default 2 ms. */
   pollMs: number;
 }
-
-export const DEFAULT_MICRO_BATCH: MicroBatchOptions = { batchSizes: [...DEFAULT_BATCH_SIZES], maxWaitMs: 20, pollMs: 2 };
-
-export { checkBatchSizes, paddedBatchSize, parseBatchSizes } from '../shared/batch-sizes.js';
 
 /** What collecting does next: take more, wait for more, or stop and run what it has. */
 export function collectStep(s: { have: number; bMax: number; elapsedMs: number; maxWaitMs: number; lastTakeEmpty: boolean }): 'take' | 'wait' | 'run' | 'give-up' {
