@@ -3,7 +3,8 @@ export { GenerationClient, BatchHandle, newBatchId, isTerminal } from './produce
 export type { GenerationClientOptions, SubmitOptions, SubmitReport, GenerateResult, WaitOptions } from './producer/client.js';
 export { planBuckets, policyPadding, listPadding } from './producer/bucket-plan.js';
 export { BatchWorker } from './worker/worker.js';
-export type { BatchWorkerOptions, WorkerStats } from './worker/worker.js';
+export type { BatchWorkerOptions } from './worker/options.js';
+export type { WorkerStats } from './worker/heartbeat.js';
 export { BatchStore, DEFAULT_RETENTION_S } from './shared/batch-store.js';
 export type { BatchRecord } from './shared/batch-store.js';
 export { Keyspace, jobIdOf, parseJobId } from './shared/keys.js';

@@ -19,7 +19,7 @@ import type { BatchRecord } from '../shared/batch-store.js';
 import { Keyspace } from '../shared/keys.js';
 import { parseModelSpecs, type ModelSpec } from '../shared/models.js';
 import { redactUrl } from '../shared/redis.js';
-import type { WorkerStats } from '../worker/worker.js';
+import type { WorkerStats } from '../worker/heartbeat.js';
 import { err, formatDuration, numberFlag, out } from './common.js';
 import { ProgressReporter } from './progress.js';
 
