@@ -6,6 +6,7 @@ import { JobPayload, OpenAICompletionBody, NativeRequest } from '../src/shared/s
 import { Keyspace, jobIdOf, parseJobId, checkModelName } from '../src/shared/keys.js';
 import { formatResultLine, toOpenAIBatch } from '../src/shared/output.js';
 import { parseModelSpecs } from '../src/shared/models.js';
+import { modelNameForFolder } from '../src/shared/keys.js';
 import type { ResultRecord } from '../src/shared/schemas.js';
 
 const line = (o: unknown, n = 1) => parseRequestLine(JSON.stringify(o), n);
@@ -285,6 +286,10 @@ test('model specs: NAME=DIR flags, else BATCHGEN_MODELS', () => {
     ['b', '/y'],
   ]);
   assert.equal(parseModelSpecs(['/models/gpt2'])[0].name, 'gpt2');
+  // a bare folder is named as `batchgen generate` names it, whatever command reads it
+  assert.equal(parseModelSpecs(['/models/gpt2 small'])[0].name, 'gpt2-small');
+  assert.equal(parseModelSpecs(['/models/gpt2 small'])[0].name, modelNameForFolder('/models/gpt2 small'));
+  assert.equal(modelNameForFolder('/models/..weird'), 'weird');
   assert.throws(() => parseModelSpecs(['a=/x', 'a=/y']), /twice/);
   assert.throws(() => parseModelSpecs(['../x=/y']), /model name/);
 });

@@ -2,7 +2,6 @@
  * The compiler's public face: load a model folder onto the device, compile variants, and run rows
  * in-process (what `batchgen generate` and the tests use; workers use VariantCache directly).
  */
-import { basename, resolve } from 'node:path';
 import { initBackend, tf } from './backend.js';
 import { VariantCache } from './cache.js';
 import type { CompiledVariant } from './compile.js';
@@ -13,7 +12,7 @@ import { DEFAULT_BATCH_SIZES, checkBatchSizes, paddedBatchSize } from '../shared
 import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
 import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
-import { MODEL_NAME_RE } from '../shared/keys.js';
+import { checkModelName, modelNameForFolder } from '../shared/keys.js';
 import type { GenerationDefaults } from '../shared/params.js';
 
 export { initBackend, tf } from './backend.js';
@@ -26,12 +25,6 @@ export { makeModel } from './make-model.js';
 export { readModelFolder } from './model-folder.js';
 export type * from './types.js';
 
-/** A valid model name from a folder's name (`gpt2 small` → `gpt2-small`), for callers that give none. */
-export function defaultModelName(dir: string): string {
-  const name = basename(resolve(dir)).replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
-  return MODEL_NAME_RE.test(name) ? name : 'model';
-}
-
 /** A model folder whose weights are on the device. */
 export class LoadedModel {
   private constructor(
@@ -40,10 +33,8 @@ export class LoadedModel {
     readonly weights: DeviceWeights,
   ) {}
 
-  static async load(dir: string, name = defaultModelName(dir)): Promise<LoadedModel> {
-    if (!MODEL_NAME_RE.test(name)) {
-      throw new BatchgenError('invalid_request', `model name "${name}": use letters, digits, '.', '_' or '-' (at most 64)`);
-    }
+  static async load(dir: string, name = modelNameForFolder(dir)): Promise<LoadedModel> {
+    checkModelName(name);
     await initBackend();
     const folder = await readModelFolder(dir);
     return new LoadedModel(name, folder, new DeviceWeights(folder.config, folder.weights));

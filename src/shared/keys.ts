@@ -9,6 +9,7 @@
  * With `hashTag: true` the prefix is written `{prefix}`: every key then hashes to one Redis Cluster
  * slot, as BullMQ's Lua scripts and ours need.
  */
+import { basename, resolve } from 'node:path';
 import { BatchgenError } from './errors.js';
 import { parseKeyId, keyId, type CompileKey } from './compile-key.js';
 
@@ -67,6 +68,15 @@ export function checkModelName(name: string): string {
     throw new BatchgenError('invalid_request', `model name "${name}": expected letters, digits, '.', '_' or '-' (at most 64, not starting with '.'), never a path`);
   }
   return name;
+}
+
+/**
+ * The model name a bare folder gets when none is given (`/m/gpt2 small` → `gpt2-small`): its base
+ * name with what a name may not hold replaced by '-', or `model` when nothing usable is left.
+ */
+export function modelNameForFolder(dir: string): string {
+  const name = basename(resolve(dir)).replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  return MODEL_NAME_RE.test(name) ? name : 'model';
 }
 
 export function checkBatchId(id: string): string {

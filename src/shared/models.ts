@@ -1,7 +1,7 @@
 /** Model lists (`NAME=DIR`), from flags or BATCHGEN_MODELS. What a folder holds is read in src/model/. */
 import * as path from 'node:path';
 import { BatchgenError } from './errors.js';
-import { checkModelName } from './keys.js';
+import { checkModelName, modelNameForFolder } from './keys.js';
 
 export interface ModelSpec {
   name: string;
@@ -18,7 +18,7 @@ export function parseModelSpecs(flags: string[], env: string | undefined = proce
   const out: ModelSpec[] = [];
   for (const e of entries) {
     const i = e.indexOf('=');
-    const name = i > 0 ? e.slice(0, i) : path.basename(path.resolve(e));
+    const name = i > 0 ? e.slice(0, i) : modelNameForFolder(e);
     const dir = i > 0 ? e.slice(i + 1) : e;
     if (!dir) throw new BatchgenError('invalid_request', `model "${e}": expected NAME=DIR`);
     checkModelName(name);
