@@ -4,9 +4,13 @@
  */
 import { CompiledVariant, type VariantModel } from './compile.js';
 import { variantId, type CompileKey } from '../shared/compile-key.js';
+import { DEFAULT_VARIANT_BUDGET_BYTES } from '../shared/memory.js';
 
 export interface VariantCacheOptions {
-  /** Device bytes the cached variants may hold together (weights not included). Default: 2 GiB. */
+  /**
+   * Device bytes the cached variants may hold together (weights not included); `Infinity` never evicts.
+   * @defaultValue DEFAULT_VARIANT_BUDGET_BYTES (2 GiB)
+   */
   budgetBytes?: number;
   /** Called after each compile, e.g. for logs and metrics. Default: none. */
   onCompile?: (v: CompiledVariant) => void;
@@ -27,7 +31,7 @@ export class VariantCache {
   private counts = { compiles: 0, hits: 0, evictions: 0 };
 
   constructor(private readonly opts: VariantCacheOptions = {}) {
-    this.budget = opts.budgetBytes ?? 2 * 1024 ** 3;
+    this.budget = opts.budgetBytes ?? DEFAULT_VARIANT_BUDGET_BYTES;
     if (!(this.budget > 0)) throw new Error(`VariantCache budgetBytes must be positive, got ${opts.budgetBytes}`);
   }
 

@@ -44,7 +44,10 @@ export interface Engine {
 }
 
 export interface EngineOptions {
-  /** Device bytes that compiled variants may hold (KV caches and workspace). Default 2 GiB. */
+  /**
+   * Device bytes that compiled variants may hold (KV caches and workspace); `Infinity` never evicts.
+   * @defaultValue DEFAULT_VARIANT_BUDGET_BYTES (2 GiB)
+   */
   cacheBudgetBytes?: number;
 }
 

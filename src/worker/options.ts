@@ -7,6 +7,7 @@ import type { KeyspaceOptions } from '../shared/keys.js';
 import type { ModelSpec } from '../shared/models.js';
 import { parseKeyId } from '../shared/compile-key.js';
 import { checkBatchSizes, DEFAULT_BATCH_SIZES } from '../shared/batch-sizes.js';
+import { DEFAULT_VARIANT_BUDGET_BYTES } from '../shared/memory.js';
 import { DEFAULT_REGISTRY_TTL_MS } from '../shared/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Engine } from './engine.js';
@@ -93,7 +94,7 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
   /**
    * Device bytes (KV caches and workspace) of compiled variants: no more keys are held once it is
    * reached, unless idle keys are released (variants are never evicted while their key is held).
-   * @defaultValue `2 * 1024 ** 3` (2 GiB)
+   * @defaultValue DEFAULT_VARIANT_BUDGET_BYTES (2 GiB)
    */
   cacheBudgetBytes?: number;
   /**
@@ -151,7 +152,7 @@ export const WORKER_DEFAULTS = {
   registryRefreshMs: 1000,
   idleMaxMs: 200,
   heartbeatMs: 2000,
-  cacheBudgetBytes: 2 * 1024 ** 3,
+  cacheBudgetBytes: DEFAULT_VARIANT_BUDGET_BYTES,
   unhealthyAfterLoopErrors: 5,
 } as const;
 

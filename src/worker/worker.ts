@@ -121,8 +121,9 @@ export class BatchWorker {
     redis.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
     this.heartbeat = new Heartbeat(redis, this.keys.worker(this.id), opts.heartbeatMs, () => this.stats(), this.log);
     await this.checkEvictionPolicy(redis);
-    // no eviction in the engine: the key holder enforces the cache budget
-    const engine = typeof opts.engine === 'object' ? opts.engine : await createEngine(opts.engine, { cacheBudgetBytes: Number.MAX_SAFE_INTEGER });
+    // the engine never evicts a held variant (it would compile again while jobs wait): the key holder
+    // enforces the budget by holding no more keys once it is reached
+    const engine = typeof opts.engine === 'object' ? opts.engine : await createEngine(opts.engine, { cacheBudgetBytes: Infinity });
     this.engine = engine;
     const holder = new KeyHolder({
       redis,
