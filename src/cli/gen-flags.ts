@@ -1,4 +1,5 @@
 /** The generation flags shared by CLI commands, mapped to Hugging Face parameter names. */
+import { numberFlag } from './common.js';
 import type { ParseArgsConfig } from 'node:util';
 import { BatchgenError } from '../shared/errors.js';
 import { GenerationParams } from '../shared/params.js';
@@ -21,14 +22,7 @@ export const GEN_FLAG_OPTIONS = {
 
 type Values = Partial<Record<keyof typeof GEN_FLAG_OPTIONS, string | boolean | string[]>>;
 
-function num(flag: string, v: string | boolean | string[] | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n)) {
-    throw new BatchgenError('invalid_request', `--${flag} ${String(v)}: expected a number`);
-  }
-  return n;
-}
+const num = (flag: string, v: string | boolean | string[] | undefined): number | undefined => numberFlag(flag, v === undefined ? undefined : String(v));
 
 /** Flags → validated GenerationParams (the same zod schema as request lines). */
 export function paramsFromFlags(v: Values): GenerationParams {

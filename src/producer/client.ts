@@ -8,6 +8,7 @@
  * that are queued or done, and a custom_id resubmitted with other content is an
  * `idempotency_conflict` for its line. Nothing is written to Redis before the first line is read.
  */
+import { groupBy } from '../shared/group-by.js';
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -102,8 +103,8 @@ export interface WaitOptions {
   timeoutMs?: number;
 }
 
-const TERMINAL: BatchStatus[] = ['completed', 'cancelled', 'failed'];
-export const isTerminal = (s: BatchStatus): boolean => TERMINAL.includes(s);
+/** A finished batch (completed, cancelled or failed): it changes no more. */
+export const isTerminal = (s: BatchStatus): boolean => FINISHED_STATUSES.includes(s);
 
 export function newBatchId(): string {
   return `batch_${randomBytes(12).toString('hex')}`;
@@ -307,7 +308,7 @@ export class GenerationClient {
   private async enqueueChunk(batchId: string, prepared: Prepared[], report: SubmitReport, keysUsed: Set<string>, begun: BatchStatus): Promise<void> {
     const now = Date.now();
     const outcomes = await this.io(() => this.store.register(batchId, prepared.map((p) => p.entry), new Set(prepared.map((p) => p.endpoint))));
-    const byKey = new Map<string, JobPayload[]>();
+    const toEnqueue: JobPayload[] = [];
     let enqueuedNew = 0;
     prepared.forEach((p, i) => {
       const { custom_id: cid, item } = p.entry;
@@ -326,10 +327,9 @@ export class GenerationClient {
         report.errors.push(errorRecord(item.line, cid, 'batch_finished', `line ${item.line}: batch ${batchId} is ${begun} and takes no new requests (custom_id "${cid}" is not one of its requests); submit it under another batch id`));
       }
       if ((o !== 'enqueue' && o !== 'requeue') || !p.payload) return;
-      const list = byKey.get(p.payload.key) ?? [];
-      list.push(p.payload);
-      byKey.set(p.payload.key, list);
+      toEnqueue.push(p.payload);
     });
+    const byKey = groupBy(toEnqueue, (p) => p.key);
     const attempts = this.opts.attempts ?? 3;
     const backoff = { type: 'exponential', delay: this.opts.backoffMs ?? 1000 };
     for (const [keyId, payloads] of byKey) {

@@ -3,6 +3,7 @@
  * backoff or failed for good with their error written; invalid payloads failed at once, unretried;
  * jobs of cancelled batches completed without running.
  */
+import { groupBy } from '../shared/group-by.js';
 import { UnrecoverableError } from 'bullmq';
 import type { RowResult } from '../compiler/types.js';
 import type { BatchStore } from '../shared/batch-store.js';
@@ -75,12 +76,7 @@ export class Settler {
   async success(held: HeldQueue, group: Ready[], out: RowResult[], prefetch: boolean): Promise<void> {
     const { store, metrics, log } = this.ctx;
     const recs = await Promise.all(group.map((r, i) => resultRecord(r.payload, out[i], held.model.decode, { worker: this.ctx.workerId, deliveries: r.job.attemptsStarted })));
-    const byBatch = new Map<string, number[]>();
-    group.forEach((r, i) => {
-      const list = byBatch.get(r.payload.batch_id) ?? [];
-      list.push(i);
-      byBatch.set(r.payload.batch_id, list);
-    });
+    const byBatch = groupBy(group.keys(), (i) => group[i].payload.batch_id);
     await Promise.all(
       [...byBatch].map(async ([batchId, idx]) => {
         const codes = await store.writeResults(
