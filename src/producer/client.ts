@@ -18,7 +18,7 @@ import { BatchgenError } from '../shared/errors.js';
 import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared/keys.js';
 import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
-import { nativeResultFields } from '../shared/output.js';
+import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
 import { parseRequestLine, parseRequestValue, requestFromObject, type ParsedLine } from '../shared/requests.js';
 import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type RequestForm, type ResultRecord } from '../shared/schemas.js';
@@ -85,12 +85,8 @@ export interface SubmitReport {
   status: BatchStatus;
 }
 
-export interface GenerateResult {
-  custom_id: string;
-  text: string;
-  token_ids: number[];
-  finish_reason: 'eos' | 'stop' | 'length';
-  usage: { prompt_tokens: number; completion_tokens: number };
+/** What `generate()` returns: a native result line, with the seed always told (the one used, or drawn). */
+export interface GenerateResult extends Omit<NativeResultLine, 'error' | 'seed'> {
   seed: number;
 }
 
