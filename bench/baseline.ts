@@ -36,7 +36,11 @@ function forward(w: DeviceWeights, ids: number[], start: number, cache: { k: tf.
 }
 
 /** Greedy generation of one request, exact length, growing cache; with its prefill and decode times. */
-export async function baselineGreedy(w: DeviceWeights, prompt: number[], maxNew: number): Promise<{ tokens: number[]; prefillMs: number; decodeMs: number }> {
+export async function baselineGreedy(
+  w: DeviceWeights,
+  prompt: number[],
+  maxNew: number,
+): Promise<{ tokens: number[]; prefillMs: number; decodeMs: number }> {
   const cache: { k: tf.Tensor; v: tf.Tensor }[] = [];
   const tokens: number[] = [];
   let input = prompt;

@@ -43,7 +43,12 @@ function topPFilterMs(V: number): { full_sort_ms: number; nucleus_candidates_ms:
   const R = 8;
   const s = tf.mul(tf.randomNormal([R, V], 0, 1, 'float32', 7), 8) as tf.Tensor2D;
   const ones = tf.ones([R, 1]) as tf.Tensor2D;
-  const p = { penalty: ones, invTemperature: ones, topKIndex: tf.fill([R, 1], V - 1, 'int32') as tf.Tensor2D, topP: tf.fill([R, 1], 0.9) as tf.Tensor2D };
+  const p = {
+    penalty: ones,
+    invTemperature: ones,
+    topKIndex: tf.fill([R, 1], V - 1, 'int32') as tf.Tensor2D,
+    topP: tf.fill([R, 1], 0.9) as tf.Tensor2D,
+  };
   const median = (f: () => void) => {
     f();
     const ts: number[] = [];
@@ -82,7 +87,8 @@ async function main(): Promise<void> {
 
   const gflops = matmulGflops(c.n_embd);
   const greedy = resolveParams({ max_new_tokens: N, do_sample: false }, { ...model.defaults, eos_token_id: [] });
-  const rowsFor = (lens: number[]): RowRequest[] => lens.map((L, i) => ({ promptIds: Array.from({ length: L }, (_, j) => (i * 977 + j * 31) % 50000), params: greedy }));
+  const rowsFor = (lens: number[]): RowRequest[] =>
+    lens.map((L, i) => ({ promptIds: Array.from({ length: L }, (_, j) => (i * 977 + j * 31) % 50000), params: greedy }));
 
   const rows: Record<string, unknown>[] = [];
   for (const B of batches) {
@@ -158,9 +164,13 @@ async function main(): Promise<void> {
     top_p_filter_b8: topP,
     when: new Date().toISOString(),
   };
-  console.log(`backend ${backend} · ${c.n_layer} layers × ${c.n_embd}, vocab ${c.vocab_size} · P=${P} N=${N} greedy · matmul ${gflops.toFixed(1)} GFLOP/s · retraces ${retraces()}`);
+  console.log(
+    `backend ${backend} · ${c.n_layer} layers × ${c.n_embd}, vocab ${c.vocab_size} · P=${P} N=${N} greedy · matmul ${gflops.toFixed(1)} GFLOP/s · retraces ${retraces()}`,
+  );
   console.table(rows);
-  console.log(`top-p 0.9 filter at [8, ${c.vocab_size}], peaked logits: full sort ${topP.full_sort_ms} ms, nucleus candidates ${topP.nucleus_candidates_ms} ms (fits: ${topP.nucleus_fits})`);
+  console.log(
+    `top-p 0.9 filter at [8, ${c.vocab_size}], peaked logits: full sort ${topP.full_sort_ms} ms, nucleus candidates ${topP.nucleus_candidates_ms} ms (fits: ${topP.nucleus_fits})`,
+  );
   mkdirSync('bench/results', { recursive: true });
   writeFileSync('bench/results/compiler.json', `${JSON.stringify(report, null, 2)}\n`);
   console.log('wrote bench/results/compiler.json');

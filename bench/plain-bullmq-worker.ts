@@ -5,7 +5,11 @@
 import { Worker } from 'bullmq';
 
 const [url, name, concurrency] = process.argv.slice(2);
-const worker = new Worker(name, async () => null, { connection: { url, maxRetriesPerRequest: null }, concurrency: Number(concurrency ?? 8), prefix: 'plain' });
+const worker = new Worker(name, async () => null, {
+  connection: { url, maxRetriesPerRequest: null },
+  concurrency: Number(concurrency ?? 8),
+  prefix: 'plain',
+});
 await worker.waitUntilReady();
 process.stderr.write('ready\n');
 const stop = async () => {

@@ -18,11 +18,14 @@ for (const k of input.keys) for (const B of input.sizes) await cache.get(model, 
 const warmMs = performance.now() - tw;
 if (process.argv.includes('--wait-go')) {
   // several of these run side by side: start together
-  process.stdout.write(JSON.stringify({ ready: true }) + '\n');
+  process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
   await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
 }
 const t0 = performance.now();
 const out = await generateRows(model, input.rows, { cache, batchSizes: input.sizes });
 const ms = performance.now() - t0;
 const tokens = out.reduce((s, r) => s + r.tokenIds.length, 0);
-process.stdout.write(JSON.stringify({ ms, warmMs, tokens, retraces: retraces(), compiles: cache.stats().compiles, tokenIds: out.map((r) => r.tokenIds) }) + '\n');
+process.stdout.write(
+  JSON.stringify({ ms, warmMs, tokens, retraces: retraces(), compiles: cache.stats().compiles, tokenIds: out.map((r) => r.tokenIds) }) +
+    '\n',
+);

@@ -43,13 +43,20 @@ function runJson(script: string, args: string[]): Promise<Record<string, unknown
     let out = '';
     p.stdout.setEncoding('utf8');
     p.stdout.on('data', (d: string) => (out += d));
-    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`${script} exited ${code}`))));
+    p.on('exit', (code) =>
+      code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`${script} exited ${code}`)),
+    );
   });
 }
 
 /** n in-process runners side by side, each with its share of the rows, started together after their warm-ups. */
-async function runSideBySide(dir: string, parts: string[]): Promise<{ ms: number; results: { tokens: number; ms: number; retraces: number }[] }> {
-  const procs = parts.map((f) => spawn(process.execPath, [join(HERE, 'system-inprocess.js'), dir, f, '--wait-go'], { stdio: ['pipe', 'pipe', 'inherit'] }));
+async function runSideBySide(
+  dir: string,
+  parts: string[],
+): Promise<{ ms: number; results: { tokens: number; ms: number; retraces: number }[] }> {
+  const procs = parts.map((f) =>
+    spawn(process.execPath, [join(HERE, 'system-inprocess.js'), dir, f, '--wait-go'], { stdio: ['pipe', 'pipe', 'inherit'] }),
+  );
   const lines = procs.map((p) => {
     const out: string[] = [];
     let buf = '';
@@ -84,7 +91,13 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'batchgen-bench-system-'));
   const redis = await startRedisServer();
   const nWorkers = env('BENCH_WORKERS', 2);
-  const report: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, workers: nWorkers };
+  const report: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: cpus().length,
+    cpu: cpus()[0]?.model,
+    workers: nWorkers,
+  };
   try {
     // ---- 1. generation: queue vs in-process ------------------------------------------------
     const dir = join(tmp, 'model');
@@ -100,7 +113,13 @@ async function main(): Promise<void> {
     const rowsFile = join(tmp, 'rows.json');
     writeFileSync(rowsFile, JSON.stringify({ name: 'bench', keys, rows, sizes: SIZES }));
     process.stderr.write(`generation: ${nGen} requests over ${keys.length} compile keys, model ${JSON.stringify(shape)}\n`);
-    const inproc = (await runJson('system-inprocess.js', [dir, rowsFile])) as { ms: number; warmMs: number; tokens: number; retraces: number; tokenIds: number[][] };
+    const inproc = (await runJson('system-inprocess.js', [dir, rowsFile])) as {
+      ms: number;
+      warmMs: number;
+      tokens: number;
+      retraces: number;
+      tokenIds: number[][];
+    };
     const inprocTps = (inproc.tokens * 1000) / inproc.ms;
     process.stderr.write(`  in-process, 1 process: ${inproc.tokens} tokens in ${inproc.ms.toFixed(0)} ms\n`);
     // the same rows split over as many in-process runners as there are workers, side by side: what
@@ -116,11 +135,19 @@ async function main(): Promise<void> {
     process.stderr.write(`  in-process, ${nWorkers} processes side by side: ${sideTokens} tokens in ${side.ms.toFixed(0)} ms\n`);
 
     const ws: WorkerProcess[] = [];
-    for (let i = 0; i < nWorkers; i++) ws.push(spawnWorker(redis.url, [`bench=${dir}`], ['--prefix', 'gen', '--id', `gen-${i + 1}`, '--keys', keys.join(',')], { env: { BATCHGEN_LOG_LEVEL: 'warn' } }));
+    for (let i = 0; i < nWorkers; i++)
+      ws.push(
+        spawnWorker(redis.url, [`bench=${dir}`], ['--prefix', 'gen', '--id', `gen-${i + 1}`, '--keys', keys.join(',')], {
+          env: { BATCHGEN_LOG_LEVEL: 'warn' },
+        }),
+      );
     // warm: a worker writes its first heartbeat after warming every key
     const client = await GenerationClient.connect({ redisUrl: redis.url, prefix: 'gen', models: [{ name: 'bench', dir }], logger: quiet });
     for (let i = 0; i < 1200; i++) {
-      const n = (await Promise.all(ws.map((w) => client.redis.exists(client.keys.worker(`gen-${ws.indexOf(w) + 1}`))))).reduce((s, x) => s + x, 0);
+      const n = (await Promise.all(ws.map((w) => client.redis.exists(client.keys.worker(`gen-${ws.indexOf(w) + 1}`))))).reduce(
+        (s, x) => s + x,
+        0,
+      );
       if (n === ws.length) break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -144,7 +171,21 @@ async function main(): Promise<void> {
       if (JSON.stringify(byId.get(r.custom_id as string)) === JSON.stringify(inproc.tokenIds[i])) same += 1;
     });
     await stopAll(ws);
-    const stats = await Promise.all(ws.map(async (_, i) => JSON.parse((await client.redis.get(client.keys.worker(`gen-${i + 1}`)))!) as { retraces: number; compiles: number; keys: string[]; busy_ms: number; tokens: number; batches: number; rows: number; dummy_rows: number }));
+    const stats = await Promise.all(
+      ws.map(
+        async (_, i) =>
+          JSON.parse((await client.redis.get(client.keys.worker(`gen-${i + 1}`)))!) as {
+            retraces: number;
+            compiles: number;
+            keys: string[];
+            busy_ms: number;
+            tokens: number;
+            batches: number;
+            rows: number;
+            dummy_rows: number;
+          },
+      ),
+    );
     await client.close();
     const queueTps = (queueTokens * 1000) / queueMs;
     const perProcess = queueTps / sideTps;
@@ -163,7 +204,14 @@ async function main(): Promise<void> {
         workers: nWorkers,
         retraces: stats.map((s) => s.retraces),
         compiles: stats.map((s) => s.compiles),
-        per_worker: stats.map((s) => ({ busy_ms: s.busy_ms, tokens: s.tokens, batches: s.batches, rows: s.rows, dummy_rows: s.dummy_rows, busy_tokens_per_s: (s.tokens * 1000) / s.busy_ms })),
+        per_worker: stats.map((s) => ({
+          busy_ms: s.busy_ms,
+          tokens: s.tokens,
+          batches: s.batches,
+          rows: s.rows,
+          dummy_rows: s.dummy_rows,
+          busy_tokens_per_s: (s.tokens * 1000) / s.busy_ms,
+        })),
       },
       identical_outputs: `${same}/${nGen}`,
       per_process_ratio: perProcess,
@@ -173,13 +221,33 @@ async function main(): Promise<void> {
 
     // ---- 2. overhead: noop engine vs plain BullMQ ----------------------------------------------
     const nJobs = env('BENCH_NOOP_JOBS', 4000);
-    const noopReqs = Array.from({ length: nJobs }, (_, i) => ({ custom_id: `j${i}`, model: 'bench', prompt: `job ${i}`, max_new_tokens: 1 }));
-    const noopKeys = [...new Set((await Promise.all(noopReqs.slice(0, 50).map((r) => prepareRequest(requestFromObject(r), info)))).map((p) => p.keyId))];
+    const noopReqs = Array.from({ length: nJobs }, (_, i) => ({
+      custom_id: `j${i}`,
+      model: 'bench',
+      prompt: `job ${i}`,
+      max_new_tokens: 1,
+    }));
+    const noopKeys = [
+      ...new Set((await Promise.all(noopReqs.slice(0, 50).map((r) => prepareRequest(requestFromObject(r), info)))).map((p) => p.keyId)),
+    ];
     const nw: WorkerProcess[] = [];
     for (let i = 0; i < nWorkers; i++) {
-      nw.push(spawnWorker(redis.url, [`bench=${dir}`], ['--prefix', 'noop', '--id', `noop-${i + 1}`, '--engine', 'noop', '--keys', noopKeys.join(','), '--max-wait-ms', '5'], { env: { BATCHGEN_LOG_LEVEL: 'warn' } }));
+      nw.push(
+        spawnWorker(
+          redis.url,
+          [`bench=${dir}`],
+          ['--prefix', 'noop', '--id', `noop-${i + 1}`, '--engine', 'noop', '--keys', noopKeys.join(','), '--max-wait-ms', '5'],
+          { env: { BATCHGEN_LOG_LEVEL: 'warn' } },
+        ),
+      );
     }
-    const nc = await GenerationClient.connect({ redisUrl: redis.url, prefix: 'noop', models: [{ name: 'bench', dir }], logger: quiet, chunkSize: 1000 });
+    const nc = await GenerationClient.connect({
+      redisUrl: redis.url,
+      prefix: 'noop',
+      models: [{ name: 'bench', dir }],
+      logger: quiet,
+      chunkSize: 1000,
+    });
     for (let i = 0; i < 600; i++) {
       const n = (await Promise.all(nw.map((_, j) => nc.redis.exists(nc.keys.worker(`noop-${j + 1}`))))).reduce((s, x) => s + x, 0);
       if (n === nw.length) break;
@@ -194,7 +262,9 @@ async function main(): Promise<void> {
     await nc.close();
     const oursJps = (nrec.counts.completed * 1000) / oursMs;
 
-    const plainProcs = Array.from({ length: nWorkers }, () => spawn(process.execPath, [join(HERE, 'plain-bullmq-worker.js'), redis.url, 'plain', '8'], { stdio: ['ignore', 'ignore', 'pipe'] }));
+    const plainProcs = Array.from({ length: nWorkers }, () =>
+      spawn(process.execPath, [join(HERE, 'plain-bullmq-worker.js'), redis.url, 'plain', '8'], { stdio: ['ignore', 'ignore', 'pipe'] }),
+    );
     await Promise.all(
       plainProcs.map(
         (p) =>
@@ -260,16 +330,36 @@ async function main(): Promise<void> {
     };
     const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
     const rows2: [string, string, string][] = [
-      [`generation, in-process (1 process)`, `${g.in_process.tokens_per_s.toFixed(0)} tokens/s`, `${nGen} requests, ${(g.in_process.ms / 1000).toFixed(1)} s`],
-      [`generation, Redis + ${nWorkers} workers`, `${g.queue.tokens_per_s.toFixed(0)} tokens/s`, `${(g.queue.ms / 1000).toFixed(1)} s, retraces ${g.queue.retraces.join('/')}, same ids ${g.identical_outputs}`],
-      [`generation, in-process (${nWorkers} side by side)`, `${g.in_process_side_by_side.tokens_per_s.toFixed(0)} tokens/s`, `the same rows split ${nWorkers} ways, started together`],
+      [
+        `generation, in-process (1 process)`,
+        `${g.in_process.tokens_per_s.toFixed(0)} tokens/s`,
+        `${nGen} requests, ${(g.in_process.ms / 1000).toFixed(1)} s`,
+      ],
+      [
+        `generation, Redis + ${nWorkers} workers`,
+        `${g.queue.tokens_per_s.toFixed(0)} tokens/s`,
+        `${(g.queue.ms / 1000).toFixed(1)} s, retraces ${g.queue.retraces.join('/')}, same ids ${g.identical_outputs}`,
+      ],
+      [
+        `generation, in-process (${nWorkers} side by side)`,
+        `${g.in_process_side_by_side.tokens_per_s.toFixed(0)} tokens/s`,
+        `the same rows split ${nWorkers} ways, started together`,
+      ],
       [`  per process, queue / in-process`, pct(perProcess), `target ≥ 90% (against ${nWorkers} in-process side by side)`],
       [`  per process, queue / 1 process alone`, pct(perProcessVsAlone), `(queue tokens/s / ${nWorkers}) / 1-process tokens/s`],
-      [`no-op engine, batchgen end to end`, `${oursJps.toFixed(0)} jobs/s`, `${nJobs} jobs, ${(oursMs / 1000).toFixed(2)} s (submit ${(submitMs / 1000).toFixed(2)} s)`],
+      [
+        `no-op engine, batchgen end to end`,
+        `${oursJps.toFixed(0)} jobs/s`,
+        `${nJobs} jobs, ${(oursMs / 1000).toFixed(2)} s (submit ${(submitMs / 1000).toFixed(2)} s)`,
+      ],
       [`plain BullMQ add + process`, `${plainJps.toFixed(0)} jobs/s`, `${nWorkers} workers × concurrency 8`],
       [`  batchgen / plain BullMQ`, pct(oursJps / plainJps), `target ≥ 50%`],
       [`padding waste, powers of two`, pct(pow2.waste), `${lengths.length} prompts, skewed lengths; ${pow2Count} buckets used`],
-      ...plans.map((p): [string, string, string] => [`padding waste, plan-buckets K=${p.k}`, pct(p.waste), `buckets ${p.buckets.join(',')}`]),
+      ...plans.map((p): [string, string, string] => [
+        `padding waste, plan-buckets K=${p.k}`,
+        pct(p.waste),
+        `buckets ${p.buckets.join(',')}`,
+      ]),
     ];
     const w0 = Math.max(...rows2.map((r) => r[0].length));
     const w1 = Math.max(...rows2.map((r) => r[1].length));

@@ -37,7 +37,10 @@ async function choose(requested: BackendName | undefined): Promise<BackendName> 
   const order: BackendName[] = forced ? [forced] : NAMES;
   for (const name of order) {
     if (name === 'tensorflow' && loadTensorflowBinding() === null) {
-      if (forced) throw new Error('BATCHGEN_BACKEND=tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed (see the README)');
+      if (forced)
+        throw new Error(
+          'BATCHGEN_BACKEND=tensorflow: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed (see the README)',
+        );
       continue;
     }
     if (await tf.setBackend(name)) {

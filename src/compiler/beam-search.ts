@@ -79,16 +79,18 @@ export class BeamRow {
     const hopeless = this.heuristicUnsatisfied ? 0 : NEG;
     const fresh = top.map((c, i) => {
       const justFinished = hits[i] && i < k;
-      const score = c.score / Math.pow(t + 1, lp) + full + hopeless + (justFinished ? 0 : NEG);
+      const score = c.score / (t + 1) ** lp + full + hopeless + (justFinished ? 0 : NEG);
       return { tokens: seqs[i], score, done: justFinished };
     });
     const merged = [...this.finished, ...fresh];
-    this.finished = argsortDesc(merged.map((h) => h.score)).slice(0, k).map((i) => merged[i]);
+    this.finished = argsortDesc(merged.map((h) => h.score))
+      .slice(0, k)
+      .map((i) => merged[i]);
     this.running = next;
 
     // Can a running beam still beat the worst finished one?
     const bestLen = earlyStopping === 'never' && lp > 0 ? maxNewTokens : t + 1;
-    const bestRunning = this.running[0].score / Math.pow(bestLen, lp);
+    const bestRunning = this.running[0].score / bestLen ** lp;
     const worst = Math.min(...this.finished.map((h) => h.score));
     this.heuristicUnsatisfied &&= this.finished.some((h) => bestRunning > (h.done ? worst : NEG));
 

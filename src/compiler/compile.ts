@@ -9,7 +9,7 @@
  * loop so timers (queue lock renewal) run during long batches.
  */
 import { tf } from './backend.js';
-import { DeviceWeights, decodeStep, prefill } from './gpt2.js';
+import { type DeviceWeights, decodeStep, prefill } from './gpt2.js';
 import { KvCache } from './kv-cache.js';
 import type { OnDevice } from './logits.js';
 import { NEG, openDecodeSlot, packBatch } from './packing.js';
@@ -75,7 +75,8 @@ export class CompiledVariant {
 
   /** Allocates the variant and warms it up: every kernel signature it will use is seen here. */
   static async compile(model: VariantModel, key: CompileKey, batchSize: number): Promise<CompiledVariant> {
-    if (key.model !== model.name) throw new BatchgenError('invalid_request', `compile key for model ${key.model} given model ${model.name}`);
+    if (key.model !== model.name)
+      throw new BatchgenError('invalid_request', `compile key for model ${key.model} given model ${model.name}`);
     if (![key.P, key.N, batchSize].every((n) => Number.isInteger(n) && n >= 1)) {
       throw new BatchgenError('invalid_request', `variant P=${key.P} N=${key.N} B=${batchSize}: sizes must be positive integers`);
     }
@@ -130,7 +131,11 @@ export class CompiledVariant {
       }
       if (r.params.stop_strings?.length) {
         if (this.beams > 1) throw new BatchgenError('unsupported_parameter', `row ${i}: stop strings with beam search are not supported`);
-        if (!this.model.decode) throw new BatchgenError('unsupported_parameter', `row ${i}: stop strings need the model's tokenizer, and variant ${this.id} has none`);
+        if (!this.model.decode)
+          throw new BatchgenError(
+            'unsupported_parameter',
+            `row ${i}: stop strings need the model's tokenizer, and variant ${this.id} has none`,
+          );
       }
     });
   }
@@ -232,7 +237,14 @@ export class CompiledVariant {
         // 9. Decode step: feed the chosen tokens at slot P + t, get the next logits.
         const next = choice.next;
         logits = this.onDevice(() =>
-          decodeStep(w, this.cache, tf.tensor1d(next, 'int32'), tf.tensor1d(positions, 'int32'), P + t, tf.tensor3d(packed.decodeBias, [R, 1, packed.T])),
+          decodeStep(
+            w,
+            this.cache,
+            tf.tensor1d(next, 'int32'),
+            tf.tensor1d(positions, 'int32'),
+            P + t,
+            tf.tensor3d(packed.decodeBias, [R, 1, packed.T]),
+          ),
         );
       }
     } finally {
@@ -253,7 +265,14 @@ export class CompiledVariant {
       return new BeamStrategy(params, live, { k: this.beams, V, eosIds: this.model.defaults.eos_token_id.length, onDevice, pad });
     }
     const decode = this.model.decode?.bind(this.model);
-    return new SampleStrategy(params, live, { sample: this.key.strategy === 'sample', rowParams, onDevice, warming: this.warming, pad, decode });
+    return new SampleStrategy(params, live, {
+      sample: this.key.strategy === 'sample',
+      rowParams,
+      onDevice,
+      warming: this.warming,
+      pad,
+      decode,
+    });
   }
 
   /** Frees the cache; a variant evicted while running is freed when its batch ends. */

@@ -49,7 +49,10 @@ export class DeviceWeights {
   readonly lmHeadT: tf.Tensor2D;
   readonly blocks: DeviceBlock[];
 
-  constructor(readonly config: Gpt2Config, w: Gpt2Weights) {
+  constructor(
+    readonly config: Gpt2Config,
+    w: Gpt2Weights,
+  ) {
     const { n_embd: E, vocab_size: V, n_positions: T } = config;
     this.wte = tf.tensor2d(w.wte, [V, E]);
     this.wpe = tf.tensor2d(w.wpe, [T, E]);
@@ -152,19 +155,22 @@ export function prefill(w: DeviceWeights, cache: KvCache, ids: tf.Tensor2D, pos:
   const D = E / H;
   let h = tf.reshape(embed(w, ids, pos), [R * P, E]) as tf.Tensor2D;
   // One tidy per layer: the prompt's intermediates are large, and must not pile up over layers.
-  w.blocks.forEach((blk, layer) => (h = tf.tidy(() => {
-    const a = layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D;
-    // [R*P, E] -> [R, H, P, D]
-    const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [R, P, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
-    const q = heads(linear(a, blk.qW, blk.qB));
-    const k = heads(linear(a, blk.kW, blk.kB));
-    const v = heads(linear(a, blk.vW, blk.vB));
-    cache.writePrefill(layer, k, v);
-    const att = promptAttention(q, k, v, keyBias, D); // [R, H, P, D]
-    const merged = tf.reshape(tf.transpose(att, [0, 2, 1, 3]), [R * P, E]) as tf.Tensor2D;
-    const x = tf.add(h, linear(merged, blk.projW, blk.projB)) as tf.Tensor2D;
-    return tf.add(x, mlp(layerNorm(x, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk)) as tf.Tensor2D;
-  })));
+  w.blocks.forEach(
+    (blk, layer) =>
+      (h = tf.tidy(() => {
+        const a = layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D;
+        // [R*P, E] -> [R, H, P, D]
+        const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [R, P, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+        const q = heads(linear(a, blk.qW, blk.qB));
+        const k = heads(linear(a, blk.kW, blk.kB));
+        const v = heads(linear(a, blk.vW, blk.vB));
+        cache.writePrefill(layer, k, v);
+        const att = promptAttention(q, k, v, keyBias, D); // [R, H, P, D]
+        const merged = tf.reshape(tf.transpose(att, [0, 2, 1, 3]), [R * P, E]) as tf.Tensor2D;
+        const x = tf.add(h, linear(merged, blk.projW, blk.projB)) as tf.Tensor2D;
+        return tf.add(x, mlp(layerNorm(x, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk)) as tf.Tensor2D;
+      })),
+  );
   const last = tf.reshape(tf.slice(tf.reshape(h, [R, P, E]), [0, P - 1, 0], [R, 1, E]), [R, E]) as tf.Tensor2D;
   return logits(w, last);
 }
@@ -178,7 +184,14 @@ export function prefill(w: DeviceWeights, cache: KvCache, ids: tf.Tensor2D, pos:
  * batched matmul takes a slow scalar path, and at one query per row the two cost the same flops.
  * The value cache is stored transposed ([R, H, D, T]) so that both sums run over the last axis.
  */
-export function decodeStep(w: DeviceWeights, cache: KvCache, ids: tf.Tensor1D, pos: tf.Tensor1D, slot: number, keyBias: tf.Tensor3D): tf.Tensor2D {
+export function decodeStep(
+  w: DeviceWeights,
+  cache: KvCache,
+  ids: tf.Tensor1D,
+  pos: tf.Tensor1D,
+  slot: number,
+  keyBias: tf.Tensor3D,
+): tf.Tensor2D {
   const { n_embd: E, n_head: H, layer_norm_epsilon: eps } = w.config;
   const R = ids.shape[0];
   const D = E / H;

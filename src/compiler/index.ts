@@ -2,7 +2,7 @@
  * The compiler's public face: load a model folder onto the device, compile variants, and run rows
  * in-process (what `batchgen generate` and the tests use; workers use VariantCache directly).
  */
-import { initBackend, tf } from './backend.js';
+import { initBackend } from './backend.js';
 import { VariantCache } from './cache.js';
 import type { CompiledVariant } from './compile.js';
 import { DeviceWeights } from './gpt2.js';
@@ -11,7 +11,6 @@ import type { ModelFolder, RowRequest, RowResult } from './types.js';
 import { DEFAULT_BATCH_SIZES, checkBatchSizes, paddedBatchSize } from '../shared/batch-sizes.js';
 import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
 import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js';
-import { BatchgenError } from '../shared/errors.js';
 import { checkModelName, modelNameForFolder } from '../shared/keys.js';
 import type { GenerationDefaults } from '../shared/params.js';
 

@@ -73,7 +73,9 @@ export async function makeModel(opts: MakeModelOptions): Promise<void> {
   const specs: TensorSpec[] = [...expectedShapes(config)].map(([name, shape]) => ({ name, dtype: o.dtype, shape }));
   const shapes = new Map(specs.map((s) => [s.name, s.shape]));
   const scratch = new Float32Array(Math.max(...specs.map((s) => s.shape.reduce((a, b) => a * b, 1))));
-  writeSafetensorsLazy(path.join(o.out, 'model.safetensors'), specs, (name) => randomTensor(shapes.get(name)!, name, o.seed, scratch), { format: 'pt' });
+  writeSafetensorsLazy(path.join(o.out, 'model.safetensors'), specs, (name) => randomTensor(shapes.get(name)!, name, o.seed, scratch), {
+    format: 'pt',
+  });
 }
 
 function resolveOptions(opts: MakeModelOptions): Required<MakeModelOptions> {
@@ -90,7 +92,8 @@ function resolveOptions(opts: MakeModelOptions): Required<MakeModelOptions> {
   for (const k of ['layers', 'heads', 'embd', 'positions', 'vocab'] as const) {
     if (!Number.isSafeInteger(o[k]) || o[k] <= 0) throw new RangeError(`${k} must be a positive integer, got ${o[k]}`);
   }
-  if (!Number.isSafeInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${o.seed}`);
+  if (!Number.isSafeInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff)
+    throw new RangeError(`seed must be an integer in [0, 2^32), got ${o.seed}`);
   if (o.embd % o.heads !== 0) throw new RangeError(`embd ${o.embd} must be divisible by heads ${o.heads}`);
   if (!['F32', 'F16', 'BF16'].includes(o.dtype)) throw new RangeError(`dtype must be F32, F16 or BF16, got ${o.dtype}`);
   if (!o.out) throw new RangeError('out is required');
@@ -98,7 +101,7 @@ function resolveOptions(opts: MakeModelOptions): Required<MakeModelOptions> {
 }
 
 function writeJson(file: string, value: unknown): void {
-  fs.writeFileSync(file, JSON.stringify(value, null, 2) + '\n');
+  fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /**
@@ -110,7 +113,10 @@ function writeJson(file: string, value: unknown): void {
  * more than the numbers themselves.
  */
 function randomTensor(shape: number[], name: string, seed: number, scratch: Float32Array): Float32Array {
-  const out = scratch.subarray(0, shape.reduce((a, b) => a * b, 1));
+  const out = scratch.subarray(
+    0,
+    shape.reduce((a, b) => a * b, 1),
+  );
   const isLnGain = /(ln_\d|ln_f)\.weight$/.test(name);
   const std = shape.length === 2 ? 0.02 : isLnGain ? 0.05 : 0.01;
   fillNormal(out, hashSeed(seed, name), isLnGain ? 1 : 0, std);
@@ -157,7 +163,9 @@ function normalQuantiles(): Float64Array {
     else {
       const u = p - 0.5;
       const r = u * u;
-      q[k] = ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * u) / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+      q[k] =
+        ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * u) /
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
     }
   }
   return (quantiles = q);

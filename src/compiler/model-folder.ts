@@ -37,7 +37,10 @@ function findWeights(dir: string): string {
     );
   }
   if (names.includes('model.safetensors.index.json')) {
-    throw new ModelFormatError(file, 'not found; sharded safetensors (model.safetensors.index.json) are not supported, save the model as one model.safetensors');
+    throw new ModelFormatError(
+      file,
+      'not found; sharded safetensors (model.safetensors.index.json) are not supported, save the model as one model.safetensors',
+    );
   }
   throw new ModelFormatError(file, 'file not found');
 }
@@ -58,18 +61,18 @@ export function expectedShapes(c: Gpt2Config): Map<string, number[]> {
   ]);
   for (let i = 0; i < c.n_layer; i++) {
     const h = `h.${i}.`;
-    m.set(h + 'ln_1.weight', [E]);
-    m.set(h + 'ln_1.bias', [E]);
-    m.set(h + 'attn.c_attn.weight', [E, 3 * E]);
-    m.set(h + 'attn.c_attn.bias', [3 * E]);
-    m.set(h + 'attn.c_proj.weight', [E, E]);
-    m.set(h + 'attn.c_proj.bias', [E]);
-    m.set(h + 'ln_2.weight', [E]);
-    m.set(h + 'ln_2.bias', [E]);
-    m.set(h + 'mlp.c_fc.weight', [E, 4 * E]);
-    m.set(h + 'mlp.c_fc.bias', [4 * E]);
-    m.set(h + 'mlp.c_proj.weight', [4 * E, E]);
-    m.set(h + 'mlp.c_proj.bias', [E]);
+    m.set(`${h}ln_1.weight`, [E]);
+    m.set(`${h}ln_1.bias`, [E]);
+    m.set(`${h}attn.c_attn.weight`, [E, 3 * E]);
+    m.set(`${h}attn.c_attn.bias`, [3 * E]);
+    m.set(`${h}attn.c_proj.weight`, [E, E]);
+    m.set(`${h}attn.c_proj.bias`, [E]);
+    m.set(`${h}ln_2.weight`, [E]);
+    m.set(`${h}ln_2.bias`, [E]);
+    m.set(`${h}mlp.c_fc.weight`, [E, 4 * E]);
+    m.set(`${h}mlp.c_fc.bias`, [4 * E]);
+    m.set(`${h}mlp.c_proj.weight`, [4 * E, E]);
+    m.set(`${h}mlp.c_proj.bias`, [E]);
   }
   m.set('ln_f.weight', [E]);
   m.set('ln_f.bias', [E]);
@@ -109,18 +112,18 @@ function loadWeights(file: string, config: Gpt2Config): Gpt2Weights {
   for (let i = 0; i < config.n_layer; i++) {
     const h = `h.${i}.`;
     blocks.push({
-      ln1g: get(h + 'ln_1.weight'),
-      ln1b: get(h + 'ln_1.bias'),
-      attnW: get(h + 'attn.c_attn.weight'),
-      attnB: get(h + 'attn.c_attn.bias'),
-      projW: get(h + 'attn.c_proj.weight'),
-      projB: get(h + 'attn.c_proj.bias'),
-      ln2g: get(h + 'ln_2.weight'),
-      ln2b: get(h + 'ln_2.bias'),
-      fcW: get(h + 'mlp.c_fc.weight'),
-      fcB: get(h + 'mlp.c_fc.bias'),
-      fcProjW: get(h + 'mlp.c_proj.weight'),
-      fcProjB: get(h + 'mlp.c_proj.bias'),
+      ln1g: get(`${h}ln_1.weight`),
+      ln1b: get(`${h}ln_1.bias`),
+      attnW: get(`${h}attn.c_attn.weight`),
+      attnB: get(`${h}attn.c_attn.bias`),
+      projW: get(`${h}attn.c_proj.weight`),
+      projB: get(`${h}attn.c_proj.bias`),
+      ln2g: get(`${h}ln_2.weight`),
+      ln2b: get(`${h}ln_2.bias`),
+      fcW: get(`${h}mlp.c_fc.weight`),
+      fcB: get(`${h}mlp.c_fc.bias`),
+      fcProjW: get(`${h}mlp.c_proj.weight`),
+      fcProjB: get(`${h}mlp.c_proj.bias`),
     });
   }
   return {
@@ -132,4 +135,3 @@ function loadWeights(file: string, config: Gpt2Config): Gpt2Weights {
     blocks,
   };
 }
-

@@ -39,7 +39,11 @@ export class RowParams {
   ) {
     const R = params.length * k;
     const perRow = (f: (p: ResolvedParams) => number, dtype: 'float32' | 'int32' = 'float32') =>
-      tf.tensor2d(Array.from({ length: R }, (_, r) => f(params[Math.floor(r / k)])), [R, 1], dtype);
+      tf.tensor2d(
+        Array.from({ length: R }, (_, r) => f(params[Math.floor(r / k)])),
+        [R, 1],
+        dtype,
+      );
     this.tensors = {
       penalty: perRow((p) => p.repetition_penalty),
       invTemperature: perRow((p) => 1 / p.temperature),
@@ -64,7 +68,9 @@ export class RowParams {
     const seen = this.plan.penalty ? uploadSeenTokens(R, M, (r) => [prompts[item(r)], generatedOf(r)]) : null;
     let banned = null;
     try {
-      banned = this.plan.ban ? uploadBannedTokens(R, M + MAX_STOP_IDS, (r) => bannedTokens(this.params[item(r)], prompts[item(r)], generatedOf(r))) : null;
+      banned = this.plan.ban
+        ? uploadBannedTokens(R, M + MAX_STOP_IDS, (r) => bannedTokens(this.params[item(r)], prompts[item(r)], generatedOf(r)))
+        : null;
     } catch (e) {
       if (seen) tf.dispose([seen.pairs, seen.mask]);
       throw e;

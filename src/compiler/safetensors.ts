@@ -25,7 +25,23 @@ export interface ReadSafetensorsOptions {
 
 const BYTES: Record<FloatDtype, number> = { F32: 4, F16: 2, BF16: 2 };
 /** Every dtype the format defines, so that a refusal can tell "unsupported" from "garbage". */
-const KNOWN_DTYPES = new Set(['BOOL', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64']);
+const KNOWN_DTYPES = new Set([
+  'BOOL',
+  'U8',
+  'I8',
+  'F8_E5M2',
+  'F8_E4M3',
+  'I16',
+  'U16',
+  'F16',
+  'BF16',
+  'I32',
+  'U32',
+  'F32',
+  'F64',
+  'I64',
+  'U64',
+]);
 /** Same bound as the reference implementation: a bigger header is a corrupt or hostile file. */
 const MAX_HEADER_BYTES = 100_000_000;
 
@@ -52,7 +68,8 @@ export function readSafetensors(path: string, options: ReadSafetensorsOptions = 
     if (fileSize < 8) fail(`truncated: ${fileSize} bytes, too short for the 8-byte header length`);
     const lenBuf = readExactly(fd, 0, 8, fail);
     const headerLen = lenBuf.readBigUInt64LE(0);
-    if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} is over the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`);
+    if (headerLen > BigInt(MAX_HEADER_BYTES))
+      fail(`header length ${headerLen} is over the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`);
     const n = Number(headerLen);
     if (8 + n > fileSize) fail(`truncated: header says ${n} header bytes but the file has only ${fileSize - 8} after the length`);
     const entries = parseHeader(readExactly(fd, 8, n, fail), fail);
@@ -106,7 +123,8 @@ function parseHeader(bytes: Buffer, fail: (p: string) => never): Entry[] {
           : `tensor ${name} has unknown dtype ${JSON.stringify(dtype)}`,
       );
     }
-    if (!Array.isArray(shape) || !shape.every(isCount)) fail(`tensor ${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    if (!Array.isArray(shape) || !shape.every(isCount))
+      fail(`tensor ${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
     if (!Array.isArray(offs) || offs.length !== 2 || !offs.every(isCount)) {
       fail(`tensor ${name}: data_offsets ${JSON.stringify(offs)} is not a pair of non-negative integers`);
     }
@@ -120,7 +138,9 @@ function checkEntry(e: Entry, dataSize: number, fail: (p: string) => never): voi
   const expected = e.shape.reduce((a, b) => a * b, 1) * BYTES[e.dtype];
   if (e.end < e.begin) fail(`tensor ${e.name}: data_offsets [${e.begin}, ${e.end}] end before they begin`);
   if (e.end - e.begin !== expected) {
-    fail(`tensor ${e.name}: data_offsets [${e.begin}, ${e.end}] hold ${e.end - e.begin} bytes, but ${e.dtype} [${e.shape.join(', ')}] needs ${expected}`);
+    fail(
+      `tensor ${e.name}: data_offsets [${e.begin}, ${e.end}] hold ${e.end - e.begin} bytes, but ${e.dtype} [${e.shape.join(', ')}] needs ${expected}`,
+    );
   }
   if (e.end > dataSize) fail(`truncated: tensor ${e.name} ends at data byte ${e.end} but the file has only ${dataSize} data bytes`);
 }
@@ -186,7 +206,8 @@ export function writeSafetensorsLazy(
   for (const s of sorted) {
     if (s.name === '__metadata__') throw new ModelFormatError(path, 'a tensor cannot be named __metadata__');
     if (s.name in header) throw new ModelFormatError(path, `tensor ${s.name} given twice`);
-    if (!(s.dtype in BYTES)) throw new ModelFormatError(path, `tensor ${s.name} has dtype ${s.dtype}; only F32, F16 and BF16 can be written`);
+    if (!(s.dtype in BYTES))
+      throw new ModelFormatError(path, `tensor ${s.name} has dtype ${s.dtype}; only F32, F16 and BF16 can be written`);
     const size = s.shape.reduce((a, b) => a * b, 1) * BYTES[s.dtype];
     header[s.name] = { dtype: s.dtype, shape: s.shape, data_offsets: [offset, offset + size] };
     offset += size;
@@ -282,7 +303,8 @@ export function f32ToBf16(data: Float32Array, out = new Uint16Array(data.length)
   const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
   for (let i = 0; i < data.length; i++) {
     const x = bits[i];
-    if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) out[i] = (x >>> 16) | 0x40; // NaN stays a (quiet) NaN
+    if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff)
+      out[i] = (x >>> 16) | 0x40; // NaN stays a (quiet) NaN
     else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16; // carry into the exponent is correct rounding
   }
   return out;

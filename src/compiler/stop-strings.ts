@@ -27,7 +27,11 @@ export function firstStop(text: string, stops: readonly string[]): StopMatch | n
  * or null when none occurs yet. Decoding the whole row each step keeps multi-byte characters split
  * across tokens right.
  */
-export async function checkStopStrings(ids: number[], stops: readonly string[], decode: (ids: number[]) => Promise<string>): Promise<{ text: string; stop: string } | null> {
+export async function checkStopStrings(
+  ids: number[],
+  stops: readonly string[],
+  decode: (ids: number[]) => Promise<string>,
+): Promise<{ text: string; stop: string } | null> {
   if (stops.length === 0 || ids.length === 0) return null;
   const text = await decode(ids);
   const m = firstStop(text, stops);

@@ -1,7 +1,6 @@
 import type { ModelMeta } from '../model/info.js';
 import type { ResolvedParams } from '../shared/params.js';
 
-
 /** One transformer block's weights, in Hugging Face's Conv1D layout ([in, out]), as float32. */
 export interface Gpt2BlockWeights {
   ln1g: Float32Array; // [E]

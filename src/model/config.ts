@@ -20,10 +20,12 @@ export function parseConfig(raw: Record<string, unknown>, file = 'config.json'):
   };
   const positiveInt = (key: string, value: unknown): number => {
     if (value === undefined || value === null) fail(`missing required field "${key}"`);
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) fail(`"${key}" must be a positive integer, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0)
+      fail(`"${key}" must be a positive integer, got ${JSON.stringify(value)}`);
     return value as number;
   };
-  if (raw.model_type !== undefined && raw.model_type !== 'gpt2') fail(`model_type "${String(raw.model_type)}" is not supported (only gpt2)`);
+  if (raw.model_type !== undefined && raw.model_type !== 'gpt2')
+    fail(`model_type "${String(raw.model_type)}" is not supported (only gpt2)`);
   const vocab_size = positiveInt('vocab_size', raw.vocab_size);
   // n_ctx is the old name of n_positions; some early configs only have it.
   const n_positions = positiveInt(raw.n_positions !== undefined ? 'n_positions' : 'n_positions (or n_ctx)', raw.n_positions ?? raw.n_ctx);
@@ -37,7 +39,8 @@ export function parseConfig(raw: Record<string, unknown>, file = 'config.json'):
   // Options that change the forward pass: refused rather than silently computed another way.
   const act = raw.activation_function ?? 'gelu_new';
   if (typeof act !== 'string' || !TANH_GELU.has(act)) fail(`activation_function ${JSON.stringify(act)} is not supported (only gelu_new)`);
-  if (raw.n_inner !== undefined && raw.n_inner !== null && raw.n_inner !== 4 * n_embd) fail(`n_inner ${JSON.stringify(raw.n_inner)} is not supported (only 4 * n_embd)`);
+  if (raw.n_inner !== undefined && raw.n_inner !== null && raw.n_inner !== 4 * n_embd)
+    fail(`n_inner ${JSON.stringify(raw.n_inner)} is not supported (only 4 * n_embd)`);
   if (raw.scale_attn_weights === false) fail('scale_attn_weights false is not supported');
   if (raw.scale_attn_by_inverse_layer_idx === true) fail('scale_attn_by_inverse_layer_idx true is not supported');
   if (raw.add_cross_attention === true) fail('add_cross_attention true is not supported');

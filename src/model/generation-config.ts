@@ -21,15 +21,20 @@ export function parseGenerationDefaults(
     if (value === undefined || value === null) return null;
     const list = Array.isArray(value) ? value : [value];
     if (list.length === 0 || !list.every((x) => Number.isSafeInteger(x) && x >= 0 && x < vocabSize)) {
-      throw new ModelFormatError(where, `"${key}" must be a token id or a non-empty list of token ids below vocab_size ${vocabSize}, got ${JSON.stringify(value)}`);
+      throw new ModelFormatError(
+        where,
+        `"${key}" must be a token id or a non-empty list of token ids below vocab_size ${vocabSize}, got ${JSON.stringify(value)}`,
+      );
     }
     return list as number[];
   };
   const configFile = path.join(path.dirname(file), 'config.json');
-  const eos =
-    tokenIds('eos_token_id', gen.eos_token_id, file) ??
+  const eos = tokenIds('eos_token_id', gen.eos_token_id, file) ??
     tokenIds('eos_token_id', config.eos_token_id, configFile) ?? [vocabSize >= 50257 ? 50256 : vocabSize - 1];
-  const pad = gen.pad_token_id !== undefined && gen.pad_token_id !== null ? tokenIds('pad_token_id', gen.pad_token_id, file) : tokenIds('pad_token_id', config.pad_token_id, configFile);
+  const pad =
+    gen.pad_token_id !== undefined && gen.pad_token_id !== null
+      ? tokenIds('pad_token_id', gen.pad_token_id, file)
+      : tokenIds('pad_token_id', config.pad_token_id, configFile);
   if (pad && pad.length !== 1) fail(`"pad_token_id" must be one token id, got ${JSON.stringify(gen.pad_token_id ?? config.pad_token_id)}`);
 
   const params: Record<string, unknown> = {};

@@ -30,7 +30,8 @@ export async function readModelMeta(dir: string): Promise<ModelMeta> {
   } catch {
     throw new ModelFormatError(dir, 'model folder not found');
   }
-  if (!stat.isDirectory()) throw new ModelFormatError(dir, 'not a folder (a model is a folder with config.json, model.safetensors and tokenizer.json)');
+  if (!stat.isDirectory())
+    throw new ModelFormatError(dir, 'not a folder (a model is a folder with config.json, model.safetensors and tokenizer.json)');
   const configFile = path.join(dir, 'config.json');
   const raw = readJsonObject(configFile, true)!;
   const config = parseConfig(raw, configFile);
@@ -52,5 +53,12 @@ export interface ModelInfo {
 
 export async function loadModelInfo(spec: ModelSpec): Promise<ModelInfo> {
   const m = await readModelMeta(spec.dir);
-  return { name: spec.name, dir: spec.dir, contextLength: m.config.n_positions, vocabSize: m.config.vocab_size, defaults: m.defaults, tokenizer: m.tokenizer };
+  return {
+    name: spec.name,
+    dir: spec.dir,
+    contextLength: m.config.n_positions,
+    vocabSize: m.config.vocab_size,
+    defaults: m.defaults,
+    tokenizer: m.tokenizer,
+  };
 }

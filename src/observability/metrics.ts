@@ -126,7 +126,7 @@ export class MetricsRegistry {
     for (const m of this.metrics.values()) {
       out.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`, ...m.lines());
     }
-    return out.join('\n') + '\n';
+    return `${out.join('\n')}\n`;
   }
 }
 

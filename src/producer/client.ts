@@ -12,7 +12,14 @@ import { groupBy } from '../shared/group-by.js';
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { BatchStore, DEFAULT_RETENTION_S, FINISHED_STATUSES, type BatchRecord, type RegisterEntry, type Settled } from '../shared/batch-store.js';
+import {
+  BatchStore,
+  DEFAULT_RETENTION_S,
+  FINISHED_STATUSES,
+  type BatchRecord,
+  type RegisterEntry,
+  type Settled,
+} from '../shared/batch-store.js';
 import { parseKeyId } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
 import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared/keys.js';
@@ -20,8 +27,15 @@ import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
-import { parseRequestLine, parseRequestValue, requestFromObject, type ParsedLine } from '../shared/requests.js';
-import { errorRecord, type BatchStatus, type ErrorRecord, type JobPayload, type RequestForm, type ResultRecord } from '../shared/schemas.js';
+import { parseRequestLine, parseRequestValue, type ParsedLine } from '../shared/requests.js';
+import {
+  errorRecord,
+  type BatchStatus,
+  type ErrorRecord,
+  type JobPayload,
+  type RequestForm,
+  type ResultRecord,
+} from '../shared/schemas.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { DEFAULT_POLICIES, prepareRequest, type BucketPolicies } from './prepare.js';
 import { batchHealth } from './health.js';
@@ -130,11 +144,17 @@ export class GenerationClient {
   /** Loads the model folders (tokenizers, limits) and connects; fails fast when Redis is down. */
   static async connect(opts: GenerationClientOptions = {}): Promise<GenerationClient> {
     for (const [name, v] of Object.entries({ attempts: opts.attempts, chunkSize: opts.chunkSize })) {
-      if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new BatchgenError('invalid_request', `${name} must be a positive integer, got ${v}`);
+      if (v !== undefined && !(Number.isInteger(v) && v >= 1))
+        throw new BatchgenError('invalid_request', `${name} must be a positive integer, got ${v}`);
     }
     const models = new Map<string, ModelInfo>();
     for (const spec of opts.models ?? []) models.set(spec.name, await loadModelInfo(spec));
-    const redis = await connectRedis({ url: opts.redisUrl, role: 'client', connectTimeoutMs: opts.connectTimeoutMs, name: 'batchgen-producer' });
+    const redis = await connectRedis({
+      url: opts.redisUrl,
+      role: 'client',
+      connectTimeoutMs: opts.connectTimeoutMs,
+      name: 'batchgen-producer',
+    });
     redis.on('error', () => {}); // failures surface as rejected calls (redis_unavailable)
     return new GenerationClient(redis, models, opts);
   }
@@ -191,7 +211,9 @@ export class GenerationClient {
     const it = lines[Symbol.asyncIterator]();
     const first = await it.next();
     if (first.done) throw new BatchgenError('empty_input', `batch ${batchId}: no request lines (the input is empty or blank)`);
-    const begun = await this.io(() => this.store.begin(batchId, { retentionS: opts.retentionS ?? this.opts.retentionS ?? DEFAULT_RETENTION_S, input: opts.input }));
+    const begun = await this.io(() =>
+      this.store.begin(batchId, { retentionS: opts.retentionS ?? this.opts.retentionS ?? DEFAULT_RETENTION_S, input: opts.input }),
+    );
     const finished = FINISHED_STATUSES.includes(begun);
     const seen = new Set<string>();
     const rejects: ErrorRecord[] = [];
@@ -254,7 +276,17 @@ export class GenerationClient {
     report.status = await this.io(() => this.store.endSubmit(batchId));
     report.keys = [...keysUsed].sort();
     this.log.info(
-      { batchId, requests: report.requests, enqueued: report.enqueued, alreadyPresent: report.alreadyPresent, failedValidation: report.failedValidation, conflicts: report.conflicts, refused: report.refused, rejectedLines: report.rejectedLines, status: report.status },
+      {
+        batchId,
+        requests: report.requests,
+        enqueued: report.enqueued,
+        alreadyPresent: report.alreadyPresent,
+        failedValidation: report.failedValidation,
+        conflicts: report.conflicts,
+        refused: report.refused,
+        rejectedLines: report.rejectedLines,
+        status: report.status,
+      },
       'batch submitted',
     );
     return report;
@@ -266,16 +298,26 @@ export class GenerationClient {
     return Promise.all(
       chunk.map(async ({ parsed: p, meta }): Promise<Prepared> => {
         const base = { fp: meta.fp, form: meta.form };
-        if (!p.ok) return { endpoint: meta.endpoint, entry: { custom_id: p.error.custom_id!, item: { line: p.error.line ?? 0, key: null, ...base }, kind: 'error', error: p.error } };
+        if (!p.ok)
+          return {
+            endpoint: meta.endpoint,
+            entry: { custom_id: p.error.custom_id!, item: { line: p.error.line ?? 0, key: null, ...base }, kind: 'error', error: p.error },
+          };
         const req = p.request;
         const fail = (code: string, message: string): Prepared => {
           const error = errorRecord(p.line, req.custom_id, code, message);
-          return { endpoint: meta.endpoint, entry: { custom_id: req.custom_id, item: { line: p.line, key: null, ...base }, kind: 'error' as const, error } };
+          return {
+            endpoint: meta.endpoint,
+            entry: { custom_id: req.custom_id, item: { line: p.line, key: null, ...base }, kind: 'error' as const, error },
+          };
         };
         const model = this.models.get(req.model);
         if (!model) {
           const known = [...this.models.keys()];
-          return fail('unknown_model', `model "${req.model}" is not known to this producer (known: ${known.length ? known.join(', ') : 'none; pass --model NAME=DIR'})`);
+          return fail(
+            'unknown_model',
+            `model "${req.model}" is not known to this producer (known: ${known.length ? known.join(', ') : 'none; pass --model NAME=DIR'})`,
+          );
         }
         try {
           const prep = await prepareRequest(req, model, this.opts.buckets ?? DEFAULT_POLICIES);
@@ -291,7 +333,11 @@ export class GenerationClient {
             params: prep.params,
             created_at: now,
           };
-          return { endpoint: meta.endpoint, entry: { custom_id: req.custom_id, item: { line: p.line, key: prep.keyId, ...base }, kind: 'queue' }, payload };
+          return {
+            endpoint: meta.endpoint,
+            entry: { custom_id: req.custom_id, item: { line: p.line, key: prep.keyId, ...base }, kind: 'queue' },
+            payload,
+          };
         } catch (e) {
           if (e instanceof BatchgenError) return fail(e.code, e.message);
           throw e;
@@ -301,9 +347,21 @@ export class GenerationClient {
   }
 
   /** Registers a prepared chunk in the batch record, then enqueues the jobs that need it. */
-  private async enqueueChunk(batchId: string, prepared: Prepared[], report: SubmitReport, keysUsed: Set<string>, begun: BatchStatus): Promise<void> {
+  private async enqueueChunk(
+    batchId: string,
+    prepared: Prepared[],
+    report: SubmitReport,
+    keysUsed: Set<string>,
+    begun: BatchStatus,
+  ): Promise<void> {
     const now = Date.now();
-    const outcomes = await this.io(() => this.store.register(batchId, prepared.map((p) => p.entry), new Set(prepared.map((p) => p.endpoint))));
+    const outcomes = await this.io(() =>
+      this.store.register(
+        batchId,
+        prepared.map((p) => p.entry),
+        new Set(prepared.map((p) => p.endpoint)),
+      ),
+    );
     const toEnqueue: JobPayload[] = [];
     let enqueuedNew = 0;
     prepared.forEach((p, i) => {
@@ -316,11 +374,23 @@ export class GenerationClient {
       else if (o === 'conflict') {
         report.conflicts += 1;
         report.errors.push(
-          errorRecord(item.line, cid, 'idempotency_conflict', `line ${item.line}: custom_id "${cid}" is already in batch ${batchId} with other content (model, prompt or parameters differ from the stored request); the stored request and its result are kept: use a new custom_id, or another batch id`),
+          errorRecord(
+            item.line,
+            cid,
+            'idempotency_conflict',
+            `line ${item.line}: custom_id "${cid}" is already in batch ${batchId} with other content (model, prompt or parameters differ from the stored request); the stored request and its result are kept: use a new custom_id, or another batch id`,
+          ),
         );
       } else if (o === 'finished') {
         report.refused += 1;
-        report.errors.push(errorRecord(item.line, cid, 'batch_finished', `line ${item.line}: batch ${batchId} is ${begun} and takes no new requests (custom_id "${cid}" is not one of its requests); submit it under another batch id`));
+        report.errors.push(
+          errorRecord(
+            item.line,
+            cid,
+            'batch_finished',
+            `line ${item.line}: batch ${batchId} is ${begun} and takes no new requests (custom_id "${cid}" is not one of its requests); submit it under another batch id`,
+          ),
+        );
       }
       if ((o !== 'enqueue' && o !== 'requeue') || !p.payload) return;
       toEnqueue.push(p.payload);
@@ -351,7 +421,10 @@ export class GenerationClient {
   /** Enqueues one request (native form; custom_id optional) and awaits its result. */
   async generate(request: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<GenerateResult> {
     const req = { custom_id: 'r0', ...request };
-    const handle = await this.submitBatch([req], { batchId: `gen_${randomBytes(12).toString('hex')}`, retentionS: this.opts.retentionS ?? 3600 });
+    const handle = await this.submitBatch([req], {
+      batchId: `gen_${randomBytes(12).toString('hex')}`,
+      retentionS: this.opts.retentionS ?? 3600,
+    });
     const err = handle.report?.errors[0];
     if (err) throw new BatchgenError(err.error.code as BatchgenError['code'], err.error.message);
     const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
@@ -380,7 +453,12 @@ export class GenerationClient {
     if (st === 'cancelling') {
       for await (const chunk of this.store.items(batchId)) {
         const pending = chunk.filter(([, item]) => item.key !== null);
-        const settled = await this.io(() => this.store.settled(batchId, pending.map(([cid]) => cid)));
+        const settled = await this.io(() =>
+          this.store.settled(
+            batchId,
+            pending.map(([cid]) => cid),
+          ),
+        );
         const removed: string[] = [];
         await Promise.all(
           pending.map(async ([cid, item], i) => {
@@ -425,7 +503,8 @@ interface Prepared {
 }
 
 function withMeta(parsed: ParsedLine, raw: unknown): MetaLine {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || (!parsed.ok && !parsed.counted)) return { parsed, meta: { fp: '', form: 'native', endpoint: '' } };
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || (!parsed.ok && !parsed.counted))
+    return { parsed, meta: { fp: '', form: 'native', endpoint: '' } };
   const obj = raw as Record<string, unknown>;
   return { parsed, meta: { fp: requestFingerprint(obj), form: requestFormOf(obj), endpoint: requestEndpointOf(obj) } };
 }
@@ -499,7 +578,11 @@ export class BatchHandle {
         opts.onProgress?.(r);
       }
       if (isTerminal(r.status)) return r;
-      if (Date.now() > deadline) throw new BatchgenError('generation_failed', `batch ${this.id} not finished within ${opts.timeoutMs} ms (${r.counts.completed + r.counts.failed}/${r.counts.total} done)`);
+      if (Date.now() > deadline)
+        throw new BatchgenError(
+          'generation_failed',
+          `batch ${this.id} not finished within ${opts.timeoutMs} ms (${r.counts.completed + r.counts.failed}/${r.counts.total} done)`,
+        );
       await sleep(opts.pollMs ?? 200);
     }
   }

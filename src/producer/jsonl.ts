@@ -89,7 +89,7 @@ export class JsonlWriter {
 
   async write(value: unknown): Promise<void> {
     this.count += 1;
-    if (!this.out.write(JSON.stringify(value) + '\n')) {
+    if (!this.out.write(`${JSON.stringify(value)}\n`)) {
       await new Promise<void>((resolve) => this.out.once('drain', () => resolve()));
     }
   }
@@ -103,7 +103,11 @@ export class JsonlWriter {
 }
 
 /** Writes results in their request's form; returns how many lines. */
-export async function writeResultsFile(file: string, batchId: string, results: AsyncIterable<ResultRecord> | Iterable<ResultRecord>): Promise<number> {
+export async function writeResultsFile(
+  file: string,
+  batchId: string,
+  results: AsyncIterable<ResultRecord> | Iterable<ResultRecord>,
+): Promise<number> {
   const w = await JsonlWriter.open(file);
   try {
     for await (const r of results) await w.write(formatResultLine(r, batchId));

@@ -26,11 +26,21 @@ export interface PreparedRequest {
 }
 
 /** The compile key with separate policies for prompt and new-token buckets. */
-export function keyFor(model: string, promptTokens: number, params: ResolvedParams, contextLength: number, policies: BucketPolicies): CompileKey {
+export function keyFor(
+  model: string,
+  promptTokens: number,
+  params: ResolvedParams,
+  contextLength: number,
+  policies: BucketPolicies,
+): CompileKey {
   return compileKeyFor(model, promptTokens, params, contextLength, policies.prompt, policies.newTokens ?? policies.prompt);
 }
 
-export async function prepareRequest(req: GenerationRequest, model: ModelInfo, policies: BucketPolicies = DEFAULT_POLICIES): Promise<PreparedRequest> {
+export async function prepareRequest(
+  req: GenerationRequest,
+  model: ModelInfo,
+  policies: BucketPolicies = DEFAULT_POLICIES,
+): Promise<PreparedRequest> {
   let promptIds: number[];
   if (typeof req.prompt === 'string') {
     if (req.prompt.length === 0) throw new BatchgenError('invalid_request', 'prompt is empty');
@@ -38,10 +48,17 @@ export async function prepareRequest(req: GenerationRequest, model: ModelInfo, p
   } else {
     promptIds = req.prompt;
     const bad = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= model.vocabSize);
-    if (bad !== undefined) throw new BatchgenError('invalid_request', `prompt token id ${bad} is outside the vocabulary of ${model.name} (0..${model.vocabSize - 1})`);
+    if (bad !== undefined)
+      throw new BatchgenError(
+        'invalid_request',
+        `prompt token id ${bad} is outside the vocabulary of ${model.name} (0..${model.vocabSize - 1})`,
+      );
   }
   if (promptIds.length > MAX_PROMPT_TOKENS || promptIds.length > model.contextLength) {
-    throw new BatchgenError('context_length_exceeded', `prompt of ${promptIds.length} tokens exceeds the context of ${model.name} (${model.contextLength})`);
+    throw new BatchgenError(
+      'context_length_exceeded',
+      `prompt of ${promptIds.length} tokens exceeds the context of ${model.name} (${model.contextLength})`,
+    );
   }
   const params = resolveParams(req.params, model.defaults);
   const key = keyFor(model.name, promptIds.length, params, model.contextLength, policies);

@@ -28,7 +28,10 @@ function lineText(s: Settled, item: BatchItem | null, batchId: string): string |
 /** Settled requests with their items (only error entries need theirs: for their form). */
 async function withItems(store: BatchStore, batchId: string, entries: Settled[]): Promise<(BatchItem | null)[]> {
   const needs = entries.map((e, i) => (e.error ? i : -1)).filter((i) => i >= 0);
-  const items = await store.itemsOf(batchId, needs.map((i) => entries[i].custom_id));
+  const items = await store.itemsOf(
+    batchId,
+    needs.map((i) => entries[i].custom_id),
+  );
   const out: (BatchItem | null)[] = entries.map(() => null);
   needs.forEach((i, j) => (out[i] = items[j]));
   return out;
@@ -45,7 +48,10 @@ async function completeLines(file: string): Promise<string[] | null> {
   }
   const end = text.lastIndexOf('\n') + 1;
   if (end < text.length) await truncate(file, Buffer.byteLength(text.slice(0, end)));
-  return text.slice(0, end).split('\n').filter((l) => l.length > 0);
+  return text
+    .slice(0, end)
+    .split('\n')
+    .filter((l) => l.length > 0);
 }
 
 export class ResultsFileAppender {
@@ -90,7 +96,10 @@ export class ResultsFileAppender {
         if (typeof cid !== 'string') return null;
         cids.push(cid);
       }
-      const [settled, items] = await Promise.all([Promise.all(cids.map((c) => store.settlement(batchId, c))), store.itemsOf(batchId, cids)]);
+      const [settled, items] = await Promise.all([
+        Promise.all(cids.map((c) => store.settlement(batchId, c))),
+        store.itemsOf(batchId, cids),
+      ]);
       for (let j = 0; j < part.length; j++) {
         const s = settled[j];
         if (!s) return null;

@@ -5,7 +5,8 @@ export const DEFAULT_BATCH_SIZES: readonly number[] = [1, 2, 4, 8];
 /** Checks and sorts batch sizes (positive integers, no duplicates). Throws naming the value. */
 export function checkBatchSizes(sizes: number[]): number[] {
   if (sizes.length === 0) throw new Error('batch sizes: at least one size is needed');
-  for (const s of sizes) if (!Number.isInteger(s) || s < 1 || s > 1024) throw new Error(`batch size ${s}: expected an integer from 1 to 1024`);
+  for (const s of sizes)
+    if (!Number.isInteger(s) || s < 1 || s > 1024) throw new Error(`batch size ${s}: expected an integer from 1 to 1024`);
   return [...new Set(sizes)].sort((a, b) => a - b);
 }
 

@@ -84,10 +84,19 @@ export type RegisterEntry =
  * `finished` (a new custom_id for a finished batch: nothing written).
  */
 export type RegisterOutcome = 'enqueue' | 'requeue' | 'present' | 'invalid' | 'conflict' | 'finished';
-const OUTCOMES: Record<number, RegisterOutcome> = { 1: 'enqueue', 2: 'requeue', 0: 'present', 4: 'invalid', [-1]: 'conflict', [-2]: 'finished' };
+const OUTCOMES: Record<number, RegisterOutcome> = {
+  1: 'enqueue',
+  2: 'requeue',
+  0: 'present',
+  4: 'invalid',
+  [-1]: 'conflict',
+  [-2]: 'finished',
+};
 
 /** A settled request, read from the order list. */
-export type Settled = { custom_id: string; result: ResultRecord; error?: undefined } | { custom_id: string; error: ErrorRecord; result?: undefined };
+export type Settled =
+  | { custom_id: string; result: ResultRecord; error?: undefined }
+  | { custom_id: string; error: ErrorRecord; result?: undefined };
 
 export const FINISHED_STATUSES: readonly BatchStatus[] = ['completed', 'cancelled', 'failed'];
 
@@ -348,7 +357,14 @@ export class BatchStore {
    * status of a finished batch (which is only checked against, never written). Refuses a cancelling one.
    */
   async begin(batchId: string, opts: { retentionS?: number; input?: string } = {}): Promise<BatchStatus> {
-    const st = (await this.run('bgBegin', batchId, batchId, Date.now(), opts.retentionS ?? DEFAULT_RETENTION_S, opts.input ?? '')) as BatchStatus;
+    const st = (await this.run(
+      'bgBegin',
+      batchId,
+      batchId,
+      Date.now(),
+      opts.retentionS ?? DEFAULT_RETENTION_S,
+      opts.input ?? '',
+    )) as BatchStatus;
     if (st === 'cancelling') {
       throw new BatchgenError('cancelled', `batch ${batchId} is being cancelled: it cannot take requests (use another batch id)`);
     }
@@ -364,7 +380,13 @@ export class BatchStore {
     if (entries.length === 0) return [];
     const argv: (string | number)[] = [Date.now(), [...endpoints].join(',')];
     for (const e of entries) {
-      argv.push(e.custom_id, JSON.stringify(e.item), e.kind === 'queue' ? 'q' : 'e', e.kind === 'error' ? JSON.stringify(e.error) : '', e.item.fp ?? '');
+      argv.push(
+        e.custom_id,
+        JSON.stringify(e.item),
+        e.kind === 'queue' ? 'q' : 'e',
+        e.kind === 'error' ? JSON.stringify(e.error) : '',
+        e.item.fp ?? '',
+      );
     }
     try {
       const out = (await this.run('bgRegister', batchId, ...argv)) as number[];
@@ -430,7 +452,7 @@ export class BatchStore {
 
   async get(batchId: string): Promise<BatchRecord | null> {
     const h = await this.redis.hgetall(this.keys.batch(batchId).record);
-    if (!h || !h.status) return null;
+    if (!h?.status) return null;
     return {
       id: h.id ?? batchId,
       status: h.status as BatchStatus,
@@ -537,11 +559,19 @@ export class BatchStore {
    */
   async errors(batchId: string): Promise<ErrorRecord[]> {
     const k = this.keys.batch(batchId);
-    const [errs, rejects, cancelled] = await Promise.all([this.redis.hvals(k.errors), this.redis.hvals(k.rejects), this.redis.smembers(k.cancelled)]);
+    const [errs, rejects, cancelled] = await Promise.all([
+      this.redis.hvals(k.errors),
+      this.redis.hvals(k.rejects),
+      this.redis.smembers(k.cancelled),
+    ]);
     const all = [...errs, ...rejects].map((v) => JSON.parse(v) as ErrorRecord);
     const items = await this.itemsOf(batchId, cancelled);
     cancelled.forEach((cid, i) => {
-      all.push({ line: items[i]?.line ?? null, custom_id: cid, error: { code: 'cancelled', message: `custom_id "${cid}" was cancelled before it ran (batch ${batchId} was cancelled)` } });
+      all.push({
+        line: items[i]?.line ?? null,
+        custom_id: cid,
+        error: { code: 'cancelled', message: `custom_id "${cid}" was cancelled before it ran (batch ${batchId} was cancelled)` },
+      });
     });
     return all.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   }
@@ -563,7 +593,12 @@ export class BatchStore {
   /** One request's result or error, if settled. */
   async settlement(batchId: string, customId: string): Promise<{ result: ResultRecord } | { error: ErrorRecord } | null> {
     const k = this.keys.batch(batchId);
-    const [r, e] = await this.redis.pipeline().hget(k.results, customId).hget(k.errors, customId).exec().then((o) => (o ?? []).map(([, v]) => v as string | null));
+    const [r, e] = await this.redis
+      .pipeline()
+      .hget(k.results, customId)
+      .hget(k.errors, customId)
+      .exec()
+      .then((o) => (o ?? []).map(([, v]) => v as string | null));
     if (r) return { result: JSON.parse(r) as ResultRecord };
     if (e) return { error: JSON.parse(e) as ErrorRecord };
     return null;

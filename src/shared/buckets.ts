@@ -4,17 +4,15 @@ import { BatchgenError } from './errors.js';
  * Bucket policies round a length up to one of a few fixed sizes, so that a compiled function sees
  * few shapes. `pow2` (default): 16, 32, 64, ...; `multiple:K`: K, 2K, 3K, ...; a list: those sizes.
  */
-export type BucketPolicy =
-  | { kind: 'pow2'; min: number }
-  | { kind: 'multiple'; step: number }
-  | { kind: 'list'; sizes: number[] };
+export type BucketPolicy = { kind: 'pow2'; min: number } | { kind: 'multiple'; step: number } | { kind: 'list'; sizes: number[] };
 
 export const DEFAULT_BUCKET_POLICY: BucketPolicy = { kind: 'pow2', min: 16 };
 
 /** Parses `pow2`, `pow2:MIN`, `multiple:K` or `16,32,64`. */
 export function parseBucketPolicy(text: string): BucketPolicy {
   const t = text.trim();
-  const bad = () => new BatchgenError('invalid_request', `bucket policy "${text}": expected pow2, pow2:MIN, multiple:K or a list like 16,32,64`);
+  const bad = () =>
+    new BatchgenError('invalid_request', `bucket policy "${text}": expected pow2, pow2:MIN, multiple:K or a list like 16,32,64`);
   if (t === 'pow2') return DEFAULT_BUCKET_POLICY;
   const m = /^(pow2|multiple):(\d+)$/.exec(t);
   if (m) {

@@ -56,7 +56,8 @@ export function compileKeyFor(
     );
   }
   const P0 = bucketFor(promptTokens, policy, contextLength);
-  if (P0 === null) throw new BatchgenError('context_length_exceeded', `no prompt bucket of the policy holds a prompt of ${promptTokens} tokens`);
+  if (P0 === null)
+    throw new BatchgenError('context_length_exceeded', `no prompt bucket of the policy holds a prompt of ${promptTokens} tokens`);
   const N0 = bucketFor(n, newTokensPolicy, contextLength);
   if (N0 === null) throw new BatchgenError('context_length_exceeded', `no new-token bucket of the policy holds max_new_tokens ${n}`);
   const b = servableBuckets(promptTokens, n, contextLength, P0, N0)!;

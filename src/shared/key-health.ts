@@ -50,11 +50,23 @@ export function diagnoseKeys(pendingByKey: Map<string, number>, heartbeats: Hear
     }
     const failed = withModel.flatMap((h) => h.compile_failed.filter((f) => f.key === key).map((f) => `${h.id}: ${f.error}`));
     if (failed.length === withModel.length) {
-      out.push({ key, pending, state: 'unservable', holders, reason: `compile failed on every worker with model ${model} (${failed.join('; ')})` });
+      out.push({
+        key,
+        pending,
+        state: 'unservable',
+        holders,
+        reason: `compile failed on every worker with model ${model} (${failed.join('; ')})`,
+      });
       continue;
     }
     if (failed.length > 0) {
-      out.push({ key, pending, state: 'compile_failed', holders, reason: `compile failed (${failed.join('; ')}); not held by any other worker` });
+      out.push({
+        key,
+        pending,
+        state: 'compile_failed',
+        holders,
+        reason: `compile failed (${failed.join('; ')}); not held by any other worker`,
+      });
       continue;
     }
     const refused = withModel.flatMap((h) => h.refused.filter((r) => r.key === key).map((r) => `${h.id}: ${r.reason}`));

@@ -65,7 +65,10 @@ export const BATCH_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export function checkModelName(name: string): string {
   if (!MODEL_NAME_RE.test(name)) {
-    throw new BatchgenError('invalid_request', `model name "${name}": expected letters, digits, '.', '_' or '-' (at most 64, not starting with '.'), never a path`);
+    throw new BatchgenError(
+      'invalid_request',
+      `model name "${name}": expected letters, digits, '.', '_' or '-' (at most 64, not starting with '.'), never a path`,
+    );
   }
   return name;
 }
@@ -75,7 +78,10 @@ export function checkModelName(name: string): string {
  * name with what a name may not hold replaced by '-', or `model` when nothing usable is left.
  */
 export function modelNameForFolder(dir: string): string {
-  const name = basename(resolve(dir)).replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  const name = basename(resolve(dir))
+    .replace(/[^A-Za-z0-9_.-]+/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '')
+    .slice(0, 64);
   return MODEL_NAME_RE.test(name) ? name : 'model';
 }
 
@@ -99,7 +105,13 @@ export function jobIdOf(batchId: string, customId: string): string {
 export function parseJobId(jobId: string): { batchId: string; customId: string } {
   const i = jobId.indexOf('/');
   if (i < 1) throw new BatchgenError('invalid_payload', `job id "${jobId}": expected <batchId>/<customId>`);
-  return { batchId: jobId.slice(0, i), customId: jobId.slice(i + 1).replace(/%3A/g, ':').replace(/%25/g, '%') };
+  return {
+    batchId: jobId.slice(0, i),
+    customId: jobId
+      .slice(i + 1)
+      .replace(/%3A/g, ':')
+      .replace(/%25/g, '%'),
+  };
 }
 
 export class Keyspace {
@@ -109,7 +121,10 @@ export class Keyspace {
   constructor(opts: KeyspaceOptions = {}) {
     const raw = opts.prefix ?? process.env.BATCHGEN_PREFIX ?? 'batchgen';
     if (!PREFIX_RE.test(raw) && !HASH_TAGGED_RE.test(raw)) {
-      throw new BatchgenError('invalid_request', `key prefix "${raw}": expected 1 to 64 of letters, digits, '_', '.', ':' or '-', optionally in {braces}`);
+      throw new BatchgenError(
+        'invalid_request',
+        `key prefix "${raw}": expected 1 to 64 of letters, digits, '_', '.', ':' or '-', optionally in {braces}`,
+      );
     }
     this.prefix = opts.hashTag && !HASH_TAGGED_RE.test(raw) ? `{${raw}}` : raw;
   }

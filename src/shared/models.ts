@@ -14,7 +14,13 @@ export interface ModelSpec {
  */
 export function parseModelSpecs(flags: string[], env: string | undefined = process.env.BATCHGEN_MODELS): ModelSpec[] {
   const entries = [...flags];
-  if (entries.length === 0 && env) entries.push(...env.split(',').map((s) => s.trim()).filter(Boolean));
+  if (entries.length === 0 && env)
+    entries.push(
+      ...env
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    );
   const out: ModelSpec[] = [];
   for (const e of entries) {
     const i = e.indexOf('=');

@@ -75,7 +75,11 @@ export function formatResultLine(r: ResultRecord, batchId: string): NativeResult
         created: Math.floor(r.finished_at / 1000),
         model: r.model,
         choices: [{ text: r.text, index: 0, logprobs: null, finish_reason: openAIFinishReason(r.finish_reason) }],
-        usage: { prompt_tokens: r.prompt_tokens, completion_tokens: r.completion_tokens, total_tokens: r.prompt_tokens + r.completion_tokens },
+        usage: {
+          prompt_tokens: r.prompt_tokens,
+          completion_tokens: r.completion_tokens,
+          total_tokens: r.prompt_tokens + r.completion_tokens,
+        },
       },
     },
     error: null,
@@ -109,7 +113,9 @@ export function formatOpenAIErrorLine(e: ErrorRecord & { custom_id: string }, ba
     response: {
       status_code: server ? 500 : 400,
       request_id: `req_${sid}`,
-      body: { error: { message: e.error.message, type: server ? 'server_error' : 'invalid_request_error', param: null, code: e.error.code } },
+      body: {
+        error: { message: e.error.message, type: server ? 'server_error' : 'invalid_request_error', param: null, code: e.error.code },
+      },
     },
     error: { code: e.error.code, message: e.error.message },
   };
@@ -162,7 +168,7 @@ export interface OpenAIBatchObject {
  * lines mix them (OpenAI's batches have one); `/v1/completions` when none was recorded.
  */
 export function batchEndpoint(endpoints: readonly string[] | undefined): string {
-  return endpoints && endpoints.length ? endpoints.join(', ') : '/v1/completions';
+  return endpoints?.length ? endpoints.join(', ') : '/v1/completions';
 }
 
 const secs = (ms: number | null): number | null => (ms === null ? null : Math.floor(ms / 1000));
@@ -184,7 +190,9 @@ export function toOpenAIBatch(r: BatchRecord, inputErrors: readonly ErrorRecord[
     request_counts: { total: r.counts.total, completed: r.counts.completed, failed: r.counts.failed },
     output_file_id: r.output_file ?? null,
     error_file_id: r.error_file ?? null,
-    errors: inputErrors.length ? { object: 'list', data: inputErrors.map((e) => ({ code: e.error.code, line: e.line, message: e.error.message, param: null })) } : null,
+    errors: inputErrors.length
+      ? { object: 'list', data: inputErrors.map((e) => ({ code: e.error.code, line: e.line, message: e.error.message, param: null })) }
+      : null,
     metadata: { cancelled: String(r.counts.cancelled), rejected_lines: String(r.counts.rejected) },
   };
 }

@@ -77,7 +77,11 @@ export async function connectRedis(opts: RedisConnectionOptions = {}): Promise<R
 export function asRedisError(e: unknown, url: string): unknown {
   if (e instanceof BatchgenError) return e;
   const msg = (e as Error)?.message ?? String(e);
-  if (/Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Stream isn't writeable|enableOfflineQueue|MaxRetriesPerRequest|EPIPE|ENOTFOUND|EHOSTUNREACH/i.test(msg)) {
+  if (
+    /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Stream isn't writeable|enableOfflineQueue|MaxRetriesPerRequest|EPIPE|ENOTFOUND|EHOSTUNREACH/i.test(
+      msg,
+    )
+  ) {
     return new BatchgenError('redis_unavailable', `Redis at ${redactUrl(url)} is unavailable: ${msg}`);
   }
   return e;

@@ -35,7 +35,12 @@ export interface RegistryEntry {
 export const DEFAULT_REGISTRY_TTL_MS = 3_600_000;
 
 /** Entries to prune: no work in their queue, not updated for ttlMs. A key with work is never one. */
-export function prunableEntries(entries: { id: string; updatedAt: number }[], work: Map<string, QueueWork>, now: number, ttlMs: number): string[] {
+export function prunableEntries(
+  entries: { id: string; updatedAt: number }[],
+  work: Map<string, QueueWork>,
+  now: number,
+  ttlMs: number,
+): string[] {
   return entries.filter((e) => e.updatedAt + ttlMs < now && !hasWork(work.get(e.id) ?? NO_WORK)).map((e) => e.id);
 }
 

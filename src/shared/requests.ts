@@ -34,19 +34,29 @@ export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequ
   const unsupported = (name: string, value: unknown, why: string): never => {
     throw new BatchgenError('unsupported_parameter', `${name}=${JSON.stringify(value)}: ${why}`);
   };
-  if (body.n != null && body.n !== 1) unsupported('n', body.n, 'only n=1 is supported (one completion per request line; send one line per completion)');
+  if (body.n != null && body.n !== 1)
+    unsupported('n', body.n, 'only n=1 is supported (one completion per request line; send one line per completion)');
   if (body.best_of != null && body.best_of !== 1) unsupported('best_of', body.best_of, 'only best_of=1 is supported');
   if (body.stream) unsupported('stream', body.stream, 'a batch request cannot stream');
   if (body.stream_options != null) unsupported('stream_options', body.stream_options, 'a batch request cannot stream');
   if (body.echo) unsupported('echo', body.echo, 'echoing the prompt is not supported');
   if (body.logprobs != null) unsupported('logprobs', body.logprobs, 'log probabilities are not returned');
   if (body.suffix != null && body.suffix !== '') unsupported('suffix', body.suffix, 'insertion (suffix) is not supported');
-  if (body.logit_bias != null && Object.keys(body.logit_bias).length > 0) unsupported('logit_bias', body.logit_bias, 'logit bias is not supported');
+  if (body.logit_bias != null && Object.keys(body.logit_bias).length > 0)
+    unsupported('logit_bias', body.logit_bias, 'logit bias is not supported');
   if (body.presence_penalty != null && body.presence_penalty !== 0) {
-    unsupported('presence_penalty', body.presence_penalty, 'not supported (the native form has repetition_penalty, which is a different penalty)');
+    unsupported(
+      'presence_penalty',
+      body.presence_penalty,
+      'not supported (the native form has repetition_penalty, which is a different penalty)',
+    );
   }
   if (body.frequency_penalty != null && body.frequency_penalty !== 0) {
-    unsupported('frequency_penalty', body.frequency_penalty, 'not supported (the native form has repetition_penalty, which is a different penalty)');
+    unsupported(
+      'frequency_penalty',
+      body.frequency_penalty,
+      'not supported (the native form has repetition_penalty, which is a different penalty)',
+    );
   }
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] === 'string') {
@@ -123,7 +133,13 @@ export function parseRequestValue(value: unknown, line: number): ParsedLine {
   const rec = value as Record<string, unknown>;
   const cid = rec.custom_id;
   if (typeof cid !== 'string' || cid.length === 0 || cid.length > 256) {
-    return fail(line, typeof cid === 'string' ? cid : null, false, 'invalid_request', `line ${line}: custom_id must be a string of 1 to 256 characters`);
+    return fail(
+      line,
+      typeof cid === 'string' ? cid : null,
+      false,
+      'invalid_request',
+      `line ${line}: custom_id must be a string of 1 to 256 characters`,
+    );
   }
   try {
     return { ok: true, request: requestFromObject(rec), line };

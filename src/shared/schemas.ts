@@ -60,7 +60,9 @@ export const OpenAICompletionBody = z
     temperature: z.number().min(0).max(2).nullish(),
     top_p: z.number().gt(0).max(1).nullish(),
     seed: z.number().int().min(0).max(0xffffffff).nullish(),
-    stop: z.union([z.string().min(1).max(MAX_STOP_STRING_CHARS), z.array(z.string().min(1).max(MAX_STOP_STRING_CHARS)).max(MAX_STOP_STRINGS)]).nullish(),
+    stop: z
+      .union([z.string().min(1).max(MAX_STOP_STRING_CHARS), z.array(z.string().min(1).max(MAX_STOP_STRING_CHARS)).max(MAX_STOP_STRINGS)])
+      .nullish(),
     n: z.number().int().min(1).nullish(),
     best_of: z.number().int().min(1).nullish(),
     stream: z.boolean().nullish(),
@@ -90,7 +92,12 @@ export interface GenerationRequest {
 }
 
 /** The resolved parameters of one row, as stored in a job payload. */
-export const ResolvedParamsSchema = GenerationParamFields.omit({ stop_token_ids: true, stop_strings: true, min_new_tokens: true, no_repeat_ngram_size: true })
+export const ResolvedParamsSchema = GenerationParamFields.omit({
+  stop_token_ids: true,
+  stop_strings: true,
+  min_new_tokens: true,
+  no_repeat_ngram_size: true,
+})
   .extend({
     stop_ids: z.array(z.number().int().min(0)).max(32),
     pad_token_id: z.number().int().min(0),

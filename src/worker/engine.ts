@@ -103,7 +103,13 @@ export async function createNoopEngine(): Promise<Engine> {
     backend: 'none',
     async loadModel(spec) {
       const info = await loadModelInfo(spec);
-      return { name: spec.name, dir: spec.dir, contextLength: info.contextLength, vocabSize: info.vocabSize, decode: (ids) => info.tokenizer.decode(ids) };
+      return {
+        name: spec.name,
+        dir: spec.dir,
+        contextLength: info.contextLength,
+        vocabSize: info.vocabSize,
+        decode: (ids) => info.tokenizer.decode(ids),
+      };
     },
     async compile(model, key, batchSize) {
       compiles += 1;
@@ -111,7 +117,10 @@ export async function createNoopEngine(): Promise<Engine> {
         id: `${model.name}:p${key.P}:n${key.N}:${key.strategy}:b${batchSize}`,
         batchSize,
         async run(rows) {
-          return rows.map((r) => ({ tokenIds: new Array<number>(r.params.max_new_tokens).fill(r.params.pad_token_id), finishReason: 'length' as const }));
+          return rows.map((r) => ({
+            tokenIds: new Array<number>(r.params.max_new_tokens).fill(r.params.pad_token_id),
+            finishReason: 'length' as const,
+          }));
         },
       };
     },

@@ -133,7 +133,8 @@ export class Heartbeat {
       if (this.failing) this.log.info('heartbeat written again');
       this.failing = false;
     } catch (e) {
-      if (!this.failing) this.log.warn({ err: (e as Error).message }, 'could not write the heartbeat (other workers may think this one is gone)');
+      if (!this.failing)
+        this.log.warn({ err: (e as Error).message }, 'could not write the heartbeat (other workers may think this one is gone)');
       this.failing = true;
     }
   }

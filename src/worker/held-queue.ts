@@ -3,7 +3,7 @@
  * what the worker believes waits in it (counts read once per loop pass, so that takes never ask
  * Redis for jobs that are not there).
  */
-import { Job, Worker as BullWorker, type JobJson } from 'bullmq';
+import { type Job, Worker as BullWorker, type JobJson } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { CompileKey } from '../shared/compile-key.js';
 import type { QueueRef } from '../shared/keys.js';
@@ -79,7 +79,15 @@ export class HeldQueue {
   ) {}
 
   /** Opens the key's queue (its BullMQ worker and stalled check); the variants are already compiled. */
-  static async open(id: string, key: CompileKey, ref: QueueRef, model: EngineModel, variants: Map<number, EngineVariant>, bytes: number, o: QueueOpenOptions): Promise<HeldQueue> {
+  static async open(
+    id: string,
+    key: CompileKey,
+    ref: QueueRef,
+    model: EngineModel,
+    variants: Map<number, EngineVariant>,
+    bytes: number,
+    o: QueueOpenOptions,
+  ): Promise<HeldQueue> {
     const bull = new ManualWorker(ref.bullName, null, {
       connection: o.redis,
       prefix: ref.bullPrefix,

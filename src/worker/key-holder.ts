@@ -10,7 +10,16 @@ import type { Redis } from 'ioredis';
 import { parseKeyId, type CompileKey } from '../shared/compile-key.js';
 import type { Keyspace } from '../shared/keys.js';
 import { readHeartbeats, isLive } from '../shared/heartbeats.js';
-import { hasWork, NO_WORK, prunableEntries, pruneRegistryEntry, queueWork, readRegistry, type QueueWork, type RegistryEntry } from '../shared/registry.js';
+import {
+  hasWork,
+  NO_WORK,
+  prunableEntries,
+  pruneRegistryEntry,
+  queueWork,
+  readRegistry,
+  type QueueWork,
+  type RegistryEntry,
+} from '../shared/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Engine, EngineModel, EngineVariant } from './engine.js';
 import { afterVariantCompile, beforeCompile } from './faults.js';
@@ -82,9 +91,15 @@ export class KeyHolder {
     invariant(this.ctx.jobsInHand() === 0, `keys are refreshed (and compiled) only with no job in hand, but ${this.ctx.jobsInHand()} are`);
     const { opts, redis, keys } = this.ctx;
     const now = Date.now();
-    const entries: RegistryEntry[] = opts.keys ? opts.keys.map((id) => ({ id, key: parseKeyId(id), updatedAt: 0 })) : await readRegistry(redis, keys);
+    const entries: RegistryEntry[] = opts.keys
+      ? opts.keys.map((id) => ({ id, key: parseKeyId(id), updatedAt: 0 }))
+      : await readRegistry(redis, keys);
     const mine = entries.filter((e) => this.ctx.models.has(e.key.model));
-    const work = await queueWork(redis, keys, mine.map((e) => e.id));
+    const work = await queueWork(
+      redis,
+      keys,
+      mine.map((e) => e.id),
+    );
     this.book.noteWork(work, now);
     const workOf = (id: string): QueueWork => work.get(id) ?? NO_WORK;
     const candidates = mine.filter((e) => !this.held.has(e.id) && this.book.canTry(e.id, now));
@@ -100,22 +115,35 @@ export class KeyHolder {
       await this.tryHold(e, now, workOf(e.id));
     }
     this.noteRefusals(refused);
-    if (!opts.keys) await this.pruneRegistry(entries, now).catch((e: Error) => this.ctx.log.warn({ err: e.message }, 'could not prune the registry'));
+    if (!opts.keys)
+      await this.pruneRegistry(entries, now).catch((e: Error) => this.ctx.log.warn({ err: e.message }, 'could not prune the registry'));
   }
 
   /** Registry keys: releases idle keys as planKeys says; returns what to hold (oldest entry first) and what is refused. */
-  private async plan(candidates: RegistryEntry[], workOf: (id: string) => QueueWork): Promise<{ toHold: RegistryEntry[]; refused: Refusal[] }> {
+  private async plan(
+    candidates: RegistryEntry[],
+    workOf: (id: string) => QueueWork,
+  ): Promise<{ toHold: RegistryEntry[]; refused: Refusal[] }> {
     const sorted = [...candidates].sort((a, b) => a.updatedAt - b.updatedAt);
     const elsewhere = sorted.some((c) => hasWork(workOf(c.id))) ? await this.keysHeldElsewhere() : new Set<string>();
     const plan = planKeys({
-      held: this.queues().map((h) => ({ id: h.id, lastServedAt: Math.max(h.lastServedAt, h.heldAt), bytes: h.bytes, work: workOf(h.id), inHand: h.prefetched.length })),
+      held: this.queues().map((h) => ({
+        id: h.id,
+        lastServedAt: Math.max(h.lastServedAt, h.heldAt),
+        bytes: h.bytes,
+        work: workOf(h.id),
+        inHand: h.prefetched.length,
+      })),
       candidates: sorted.map((c) => ({ id: c.id, work: workOf(c.id), heldElsewhere: elsewhere.has(c.id) })),
       maxKeys: this.ctx.opts.maxKeys,
       budgetBytes: this.ctx.opts.cacheBudgetBytes,
     });
     for (const id of plan.release) await this.release(id, 'idle, released for a key with work');
     const byId = new Map(sorted.map((c) => [c.id, c]));
-    return { toHold: plan.hold.map((id) => byId.get(id)!), refused: plan.refused.map((r) => ({ key: r.id, reason: r.reason, work: workOf(r.id) })) };
+    return {
+      toHold: plan.hold.map((id) => byId.get(id)!),
+      refused: plan.refused.map((r) => ({ key: r.id, reason: r.reason, work: workOf(r.id) })),
+    };
   }
 
   /** Compiles and holds a key; a failed compile is remembered and tried again after KEY_RETRY_MS. */
@@ -135,15 +163,22 @@ export class KeyHolder {
     const { opts, engine, log } = this.ctx;
     for (const id of this.book.setRefused(refused)) {
       const r = refused.find((x) => x.key === id)!;
-      const why = r.reason === 'max_keys' ? 'maxKeys reached and no held key is idle' : 'the variants held fill the cache budget (raise --cache-mb, or serve it elsewhere)';
-      log.warn({ key: id, maxKeys: opts.maxKeys, bytes: engine.stats().bytes, budget: opts.cacheBudgetBytes, waiting: r.work.waiting }, `not holding key: ${why}`);
+      const why =
+        r.reason === 'max_keys'
+          ? 'maxKeys reached and no held key is idle'
+          : 'the variants held fill the cache budget (raise --cache-mb, or serve it elsewhere)';
+      log.warn(
+        { key: id, maxKeys: opts.maxKeys, bytes: engine.stats().bytes, budget: opts.cacheBudgetBytes, waiting: r.work.waiting },
+        `not holding key: ${why}`,
+      );
     }
   }
 
   /** Keys held by other live workers (from their heartbeats). */
   private async keysHeldElsewhere(): Promise<Set<string>> {
     const out = new Set<string>();
-    for (const h of await readHeartbeats(this.ctx.redis, this.ctx.keys)) if (h.id !== this.ctx.opts.id && isLive(h)) for (const k of h.keys) out.add(k);
+    for (const h of await readHeartbeats(this.ctx.redis, this.ctx.keys))
+      if (h.id !== this.ctx.opts.id && isLive(h)) for (const k of h.keys) out.add(k);
     return out;
   }
 
@@ -155,9 +190,14 @@ export class KeyHolder {
     this.lastPruneAt = now;
     const old = entries.filter((e) => e.updatedAt + ttl < now);
     if (old.length === 0) return;
-    const work = await queueWork(redis, keys, old.map((e) => e.id));
+    const work = await queueWork(
+      redis,
+      keys,
+      old.map((e) => e.id),
+    );
     for (const id of prunableEntries(old, work, now, ttl)) {
-      if (await pruneRegistryEntry(redis, keys, id, now - ttl)) log.info({ key: id, ttlMs: ttl }, 'registry entry removed: no work for a while');
+      if (await pruneRegistryEntry(redis, keys, id, now - ttl))
+        log.info({ key: id, ttlMs: ttl }, 'registry entry removed: no work for a while');
     }
   }
 
@@ -166,7 +206,9 @@ export class KeyHolder {
     const h = this.held.get(id);
     if (!h) return;
     this.held.delete(id);
-    await h.close().catch((e: Error) => this.ctx.log.warn({ key: id, err: e.message }, 'could not close the queue worker of a released key'));
+    await h
+      .close()
+      .catch((e: Error) => this.ctx.log.warn({ key: id, err: e.message }, 'could not close the queue worker of a released key'));
     for (const B of h.variants.keys()) await this.ctx.engine.release(h.key, B);
     this.ctx.log.info({ key: id, bytes: h.bytes, lastServedAt: h.lastServedAt }, `key released: ${why}`);
   }
@@ -185,7 +227,10 @@ export class KeyHolder {
         afterVariantCompile(opts.faults);
       }
     } catch (e) {
-      for (const B of variants.keys()) await engine.release(key, B).catch((err: Error) => log.warn({ B, err: err.message }, 'could not release a variant of a key that failed to compile'));
+      for (const B of variants.keys())
+        await engine
+          .release(key, B)
+          .catch((err: Error) => log.warn({ B, err: err.message }, 'could not release a variant of a key that failed to compile'));
       throw e;
     }
     const bytes = engine.stats().bytes - bytes0;

@@ -117,7 +117,13 @@ export function workerHealth(
   }
   for (const r of refused) {
     const waiting = r.work.waiting + r.work.delayed;
-    if (waiting > 0) problems.push({ key: r.key, problem: 'refused', reason: r.reason === 'max_keys' ? 'max keys reached, no idle key to release' : 'cache budget full, no idle key to release', waiting });
+    if (waiting > 0)
+      problems.push({
+        key: r.key,
+        problem: 'refused',
+        reason: r.reason === 'max_keys' ? 'max keys reached, no idle key to release' : 'cache budget full, no idle key to release',
+        waiting,
+      });
   }
   return { ok: problems.length === 0, problems };
 }
@@ -138,7 +144,11 @@ export type LoopHealth = { ok: true } | { ok: false; consecutive_errors: number;
  */
 export function loopHealth(errors: LoopErrors, threshold: number): LoopHealth {
   if (errors.consecutive < threshold) return { ok: true };
-  return { ok: false, consecutive_errors: errors.consecutive, reason: `the worker loop failed ${errors.consecutive} times in a row; last error: ${errors.last ?? 'unknown'}` };
+  return {
+    ok: false,
+    consecutive_errors: errors.consecutive,
+    reason: `the worker loop failed ${errors.consecutive} times in a row; last error: ${errors.last ?? 'unknown'}`,
+  };
 }
 
 /** The keys' health with the loop's: not ok if either is not; a failing loop adds `loop` to the answer. */

@@ -46,7 +46,11 @@ function gaugeTable(src: GaugeSources, tokens: Counter): [string, string, () => 
     ['batchgen_keys_held', 'Compile keys this worker holds warm', src.keysHeld],
     ['batchgen_keys_compile_failed', 'Compile keys whose last compile failed on this worker', src.keysCompileFailed],
     ['batchgen_keys_refused', 'Compile keys with work this worker cannot hold (max keys or cache budget)', src.keysRefused],
-    ['batchgen_tokens_per_second', 'Generated tokens per second of busy time', () => (src.busyMs() > 0 ? (tokens.total() * 1000) / src.busyMs() : 0)],
+    [
+      'batchgen_tokens_per_second',
+      'Generated tokens per second of busy time',
+      () => (src.busyMs() > 0 ? (tokens.total() * 1000) / src.busyMs() : 0),
+    ],
   ];
 }
 
@@ -60,7 +64,9 @@ export type WorkerMetrics = { readonly [K in keyof typeof COUNTERS]: Counter } &
 /** A fresh registry with every worker metric. */
 export function createWorkerMetrics(src: GaugeSources): WorkerMetrics {
   const registry = new MetricsRegistry();
-  const counters = Object.fromEntries(Object.entries(COUNTERS).map(([k, [name, help]]) => [k, registry.counter(name, help)])) as { [K in keyof typeof COUNTERS]: Counter };
+  const counters = Object.fromEntries(Object.entries(COUNTERS).map(([k, [name, help]]) => [k, registry.counter(name, help)])) as {
+    [K in keyof typeof COUNTERS]: Counter;
+  };
   const batchSeconds = registry.histogram('batchgen_batch_seconds', 'Time to run one batch', BATCH_SECONDS_BUCKETS);
   const state = registry.gauge('batchgen_worker_state', `Batch loop state: ${STATE_CODES.map((s, i) => `${i} ${s}`).join(', ')}`);
   for (const [name, help, read] of gaugeTable(src, counters.tokens)) registry.gauge(name, help, read);

@@ -29,7 +29,13 @@ export interface MicroBatchOptions {
 }
 
 /** What collecting does next: take more, wait for more, or stop and run what it has. */
-export function collectStep(s: { have: number; bMax: number; elapsedMs: number; maxWaitMs: number; lastTakeEmpty: boolean }): 'take' | 'wait' | 'run' | 'give-up' {
+export function collectStep(s: {
+  have: number;
+  bMax: number;
+  elapsedMs: number;
+  maxWaitMs: number;
+  lastTakeEmpty: boolean;
+}): 'take' | 'wait' | 'run' | 'give-up' {
   if (s.have >= s.bMax) return 'run';
   if (s.have === 0) return s.lastTakeEmpty ? 'give-up' : 'take';
   if (s.elapsedMs >= s.maxWaitMs) return 'run';
@@ -93,12 +99,23 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * Collects one micro-batch: up to bMax jobs, waiting at most maxWaitMs after the first for more.
  * Returns [] when the queue had nothing.
  */
-export async function collect<T>(source: JobSource<T>, bMax: number, opts: Pick<MicroBatchOptions, 'maxWaitMs' | 'pollMs'>, now: () => number = Date.now): Promise<T[]> {
+export async function collect<T>(
+  source: JobSource<T>,
+  bMax: number,
+  opts: Pick<MicroBatchOptions, 'maxWaitMs' | 'pollMs'>,
+  now: () => number = Date.now,
+): Promise<T[]> {
   const jobs: T[] = [];
   let first = 0;
   let lastTakeEmpty = false;
   for (;;) {
-    const step = collectStep({ have: jobs.length, bMax, elapsedMs: jobs.length ? now() - first : 0, maxWaitMs: opts.maxWaitMs, lastTakeEmpty });
+    const step = collectStep({
+      have: jobs.length,
+      bMax,
+      elapsedMs: jobs.length ? now() - first : 0,
+      maxWaitMs: opts.maxWaitMs,
+      lastTakeEmpty,
+    });
     if (step === 'run' || step === 'give-up') return jobs;
     if (step === 'wait') {
       await sleep(Math.max(0, Math.min(opts.pollMs, opts.maxWaitMs - (now() - first))));

@@ -164,7 +164,8 @@ function nonNegative(name: string, v: number | undefined, dflt: number): number 
 
 function integerAtLeast(name: string, v: number | undefined, min: number, dflt: number): number {
   if (v === undefined) return dflt;
-  if (!(Number.isInteger(v) && v >= min)) throw new Error(min === 1 ? `${name} must be a positive integer, got ${v}` : `${name} must be an integer ≥ ${min}, got ${v}`);
+  if (!(Number.isInteger(v) && v >= min))
+    throw new Error(min === 1 ? `${name} must be a positive integer, got ${v}` : `${name} must be an integer ≥ ${min}, got ${v}`);
   return v;
 }
 
@@ -183,7 +184,8 @@ export function resolveOptions(opts: BatchWorkerOptions): ResolvedOptions {
   const maxStalledCount = integerAtLeast('maxStalledCount', opts.maxStalledCount, 0, d.maxStalledCount);
   const unhealthyAfterLoopErrors = integerAtLeast('unhealthyAfterLoopErrors', opts.unhealthyAfterLoopErrors, 1, d.unhealthyAfterLoopErrors);
   const batchSizes = checkBatchSizes(opts.batchSizes ?? [...DEFAULT_BATCH_SIZES]);
-  if (opts.cacheBudgetBytes !== undefined && !(opts.cacheBudgetBytes > 0)) throw new Error(`cacheBudgetBytes must be positive, got ${opts.cacheBudgetBytes}`);
+  if (opts.cacheBudgetBytes !== undefined && !(opts.cacheBudgetBytes > 0))
+    throw new Error(`cacheBudgetBytes must be positive, got ${opts.cacheBudgetBytes}`);
   for (const k of opts.keys ?? []) parseKeyId(k);
   return {
     id: opts.id ?? `${hostname()}-${process.pid}`,

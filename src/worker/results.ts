@@ -19,7 +19,10 @@ export async function resultRecord(
   meta: { worker: string; deliveries: number },
 ): Promise<ResultRecord> {
   const ids = row.tokenIds;
-  const textIds = payload.form === 'openai' && row.finishReason === 'eos' && ids.length > 0 && payload.params.stop_ids.includes(ids[ids.length - 1]) ? ids.slice(0, -1) : ids;
+  const textIds =
+    payload.form === 'openai' && row.finishReason === 'eos' && ids.length > 0 && payload.params.stop_ids.includes(ids[ids.length - 1])
+      ? ids.slice(0, -1)
+      : ids;
   return {
     custom_id: payload.custom_id,
     line: payload.line,
@@ -40,7 +43,14 @@ export async function resultRecord(
 }
 
 /** Error codes that no retry can fix: the request itself is at fault. */
-const PERMANENT: ErrorCode[] = ['invalid_request', 'unsupported_parameter', 'context_length_exceeded', 'unknown_model', 'invalid_payload', 'shape_mismatch'];
+const PERMANENT: ErrorCode[] = [
+  'invalid_request',
+  'unsupported_parameter',
+  'context_length_exceeded',
+  'unknown_model',
+  'invalid_payload',
+  'shape_mismatch',
+];
 
 export interface FailureDecision {
   code: string;

@@ -53,11 +53,21 @@ export class Settler {
     const ready: Ready[] = [];
     for (const t of taken) {
       if (t.job.deferredFailure) {
-        await this.failure(held, t, null, new Error(`${t.job.deferredFailure} (a worker holding it stopped or died ${t.job.stalledCounter} times)`), true);
+        await this.failure(
+          held,
+          t,
+          null,
+          new Error(`${t.job.deferredFailure} (a worker holding it stopped or died ${t.job.stalledCounter} times)`),
+          true,
+        );
         settled(t);
         continue;
       }
-      const chk = checkPayload(t.job.id, t.job.data, { key: held.key, contextLength: held.model.contextLength, vocabSize: held.model.vocabSize });
+      const chk = checkPayload(t.job.id, t.job.data, {
+        key: held.key,
+        contextLength: held.model.contextLength,
+        vocabSize: held.model.vocabSize,
+      });
       if (!chk.ok) {
         this.ctx.log.warn({ key: held.id, job: t.job.id, reason: chk.reason }, 'invalid payload: failed without retry');
         await this.invalid(t, chk.reason, chk.batchId, chk.customId, chk.line);
@@ -75,7 +85,11 @@ export class Settler {
    */
   async success(held: HeldQueue, group: Ready[], out: RowResult[], prefetch: boolean): Promise<void> {
     const { store, metrics, log } = this.ctx;
-    const recs = await Promise.all(group.map((r, i) => resultRecord(r.payload, out[i], held.model.decode, { worker: this.ctx.workerId, deliveries: r.job.attemptsStarted })));
+    const recs = await Promise.all(
+      group.map((r, i) =>
+        resultRecord(r.payload, out[i], held.model.decode, { worker: this.ctx.workerId, deliveries: r.job.attemptsStarted }),
+      ),
+    );
     const byBatch = groupBy(group.keys(), (i) => group[i].payload.batch_id);
     await Promise.all(
       [...byBatch].map(async ([batchId, idx]) => {
@@ -121,11 +135,18 @@ export class Settler {
       if (batchId && customId) await this.writeErrorSafe(batchId, customId, line, d.code, d.message);
       metrics.jobsFailed.inc();
       log.warn({ key: held.id, job: t.job.id, code: d.code, err: d.message }, 'job failed');
-      await t.job.moveToFailed(new UnrecoverableError(d.message), t.token, false).catch((e: Error) => log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
+      await t.job
+        .moveToFailed(new UnrecoverableError(d.message), t.token, false)
+        .catch((e: Error) => log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
     } else {
       metrics.jobsRetried.inc();
-      log.warn({ key: held.id, job: t.job.id, code: d.code, err: d.message, attempt: t.job.attemptsMade + 1 }, 'job failed: retrying with backoff');
-      await t.job.moveToFailed(err instanceof Error ? err : new Error(String(err)), t.token, false).catch((e: Error) => log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
+      log.warn(
+        { key: held.id, job: t.job.id, code: d.code, err: d.message, attempt: t.job.attemptsMade + 1 },
+        'job failed: retrying with backoff',
+      );
+      await t.job
+        .moveToFailed(err instanceof Error ? err : new Error(String(err)), t.token, false)
+        .catch((e: Error) => log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
     }
   }
 
@@ -133,7 +154,9 @@ export class Settler {
   async invalid(t: Taken, reason: string, batchId: string | null, customId: string | null, line: number | null): Promise<void> {
     if (batchId && customId) await this.writeErrorSafe(batchId, customId, line, 'invalid_payload', reason);
     this.ctx.metrics.jobsFailed.inc();
-    await t.job.moveToFailed(new UnrecoverableError(`invalid payload: ${reason}`), t.token, false).catch((e: Error) => this.ctx.log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
+    await t.job
+      .moveToFailed(new UnrecoverableError(`invalid payload: ${reason}`), t.token, false)
+      .catch((e: Error) => this.ctx.log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
   }
 
   /**
@@ -151,7 +174,9 @@ export class Settler {
         continue;
       }
       await this.ctx.store.markCancelled(r.payload.batch_id, [r.payload.custom_id]);
-      await r.job.moveToCompleted(null, r.token, false).catch((e: Error) => this.ctx.log.warn({ job: r.job.id, err: e.message }, 'could not complete a cancelled job'));
+      await r.job
+        .moveToCompleted(null, r.token, false)
+        .catch((e: Error) => this.ctx.log.warn({ job: r.job.id, err: e.message }, 'could not complete a cancelled job'));
       settled(r);
     }
     return keep;
@@ -165,7 +190,8 @@ export class Settler {
     if (stale.length) {
       const st = await this.ctx.store.statuses(stale);
       stale.forEach((id, i) => this.statusCache.set(id, { status: st[i], at: now }));
-      if (this.statusCache.size > STATUS_CACHE_MAX) for (const [id, v] of this.statusCache) if (v.at + STATUS_TTL_MS < now) this.statusCache.delete(id);
+      if (this.statusCache.size > STATUS_CACHE_MAX)
+        for (const [id, v] of this.statusCache) if (v.at + STATUS_TTL_MS < now) this.statusCache.delete(id);
     }
     return new Set(ids.filter((id) => ['cancelling', 'cancelled'].includes(this.statusCache.get(id)?.status ?? '')));
   }

@@ -136,14 +136,33 @@ export class BatchWorker {
       jobsInHand: () => this.jobsInHand(),
       nextToken: () => `${this.id}:${++this.tokenSeq}`,
     });
-    const settler = new Settler({ workerId: this.id, store: new BatchStore(redis, this.keys), metrics: this.metrics, log: this.log, stopping: () => this.stopping });
+    const settler = new Settler({
+      workerId: this.id,
+      store: new BatchStore(redis, this.keys),
+      metrics: this.metrics,
+      log: this.log,
+      stopping: () => this.stopping,
+    });
     this.parts = { redis, engine, holder, settler };
     if (opts.metricsPort !== undefined) {
-      this.metricsServer = await serveMetrics(this.metrics.registry, opts.metricsPort, undefined, () => ({ worker: this.id, ...this.health() }));
+      this.metricsServer = await serveMetrics(this.metrics.registry, opts.metricsPort, undefined, () => ({
+        worker: this.id,
+        ...this.health(),
+      }));
       this.log.info({ port: opts.metricsPort }, 'metrics at /metrics');
     }
     for (const spec of opts.models) this.models.set(spec.name, await engine.loadModel(spec));
-    this.log.info({ redis: redactUrl(url), engine: engine.kind, backend: engine.backend, models: [...this.models.keys()], batchSizes: opts.batchSizes, prefix: this.keys.prefix }, 'worker starting');
+    this.log.info(
+      {
+        redis: redactUrl(url),
+        engine: engine.kind,
+        backend: engine.backend,
+        models: [...this.models.keys()],
+        batchSizes: opts.batchSizes,
+        prefix: this.keys.prefix,
+      },
+      'worker starting',
+    );
     const t0 = Date.now();
     await holder.refresh();
     this.warmMs = Date.now() - t0;
@@ -164,10 +183,16 @@ export class BatchWorker {
       const r = (await redis.config('GET', 'maxmemory-policy')) as string[];
       const policy = r[1];
       if (policy !== 'noeviction') {
-        this.log.warn({ policy }, `Redis maxmemory-policy is "${policy}", not "noeviction": under memory pressure Redis may evict queue keys and lose jobs`);
+        this.log.warn(
+          { policy },
+          `Redis maxmemory-policy is "${policy}", not "noeviction": under memory pressure Redis may evict queue keys and lose jobs`,
+        );
       }
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'could not read Redis maxmemory-policy (CONFIG GET refused?): make sure it is noeviction');
+      this.log.warn(
+        { err: (e as Error).message },
+        'could not read Redis maxmemory-policy (CONFIG GET refused?): make sure it is noeviction',
+      );
     }
   }
 
@@ -192,7 +217,10 @@ export class BatchWorker {
     let lastRefresh = Date.now();
     while (!this.stopping) {
       try {
-        invariant(this._state === 'idle' || this._state === 'draining', `between batches the state is idle or draining, not ${this._state}`);
+        invariant(
+          this._state === 'idle' || this._state === 'draining',
+          `between batches the state is idle or draining, not ${this._state}`,
+        );
         if (Date.now() - lastRefresh >= this.opts.registryRefreshMs) {
           lastRefresh = Date.now();
           await p.holder.refresh();
@@ -270,7 +298,8 @@ export class BatchWorker {
         await this.runGroup(p, held, g, renewer, prefetch && g === groups[groups.length - 1]);
       }
     } finally {
-      if (renewer.size > 0) this.log.warn({ key: held.id, jobs: renewer.size }, 'jobs left unsettled by an error: their locks expire and they run again');
+      if (renewer.size > 0)
+        this.log.warn({ key: held.id, jobs: renewer.size }, 'jobs left unsettled by an error: their locks expire and they run again');
       renewer.close();
       this.inHand = null;
       this.busyMs += Date.now() - t0;
@@ -369,7 +398,16 @@ export class BatchWorker {
       ['disconnect from Redis', () => this.redis?.disconnect()],
     ]);
     const e = this.engine?.stats();
-    this.log.info({ jobs: this.metrics.jobsCompleted.total(), failed: this.metrics.jobsFailed.total(), batches: this.metrics.batches.total(), compiles: e?.compiles, retraces: e?.retraces }, 'worker stopped');
+    this.log.info(
+      {
+        jobs: this.metrics.jobsCompleted.total(),
+        failed: this.metrics.jobsFailed.total(),
+        batches: this.metrics.batches.total(),
+        compiles: e?.compiles,
+        retraces: e?.retraces,
+      },
+      'worker stopped',
+    );
   }
 
   private async runSteps(steps: [name: string, run: () => unknown][]): Promise<void> {

@@ -8,7 +8,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateRows, VariantCache, type LoadedModel } from '../../src/compiler/index.js';
 import { params, policy, refOf, untiedModel } from '../helpers/compiler-fixtures.js';
-import { referenceBeamSearch, referenceGreedy, referenceLogits, type RefBeamOptions, type RefBeamResult } from '../helpers/reference-gpt2.js';
+import {
+  referenceBeamSearch,
+  referenceGreedy,
+  referenceLogits,
+  type RefBeamOptions,
+  type RefBeamResult,
+} from '../helpers/reference-gpt2.js';
 
 const TEXTS = [
   'TensorFlow is',
@@ -106,12 +112,22 @@ test('num_beams 2 and 3 equal the naive beam search with EOS: every length_penal
   // The grid exercises what it claims to: hypotheses that end on a stop id and ones that run to
   // max_new_tokens, searches that end early, and a length penalty that changes the answer.
   const all = results.flatMap((x) => x.r);
-  assert.ok(all.some((r) => r.finishReason === 'eos' && r.tokens.length < NEW), 'no result ends on a stop id');
-  assert.ok(all.some((r) => r.finishReason === 'length'), 'no result runs to max_new_tokens');
-  assert.ok(all.some((r) => r.steps < NEW), 'no search ended before max_new_tokens');
+  assert.ok(
+    all.some((r) => r.finishReason === 'eos' && r.tokens.length < NEW),
+    'no result ends on a stop id',
+  );
+  assert.ok(
+    all.some((r) => r.finishReason === 'length'),
+    'no result runs to max_new_tokens',
+  );
+  assert.ok(
+    all.some((r) => r.steps < NEW),
+    'no search ended before max_new_tokens',
+  );
   const differsFromGreedy = results.some((x) => x.r.some((r, i) => r.tokens.join() !== greedy[i].slice(0, r.tokens.length).join()));
   assert.ok(differsFromGreedy, 'every beam result is a greedy prefix');
-  const byLp = (lp: number) => results.filter((x) => x.c.lp === lp && x.c.k === 2 && x.c.es === false && x.c.stopAt === 0)[0].r.map((r) => r.tokens.join());
+  const byLp = (lp: number) =>
+    results.filter((x) => x.c.lp === lp && x.c.k === 2 && x.c.es === false && x.c.stopAt === 0)[0].r.map((r) => r.tokens.join());
   assert.notDeepEqual(byLp(0.5), byLp(2), 'length_penalty changes nothing');
 });
 
@@ -125,7 +141,13 @@ test('where the legacy scorer and the vectorised search stop differently, the de
   // transformers ≥ 4.50); the legacy check also counts the EOS candidate and keeps searching.
   const c: Case = { k: 2, lp: 2, es: false, stopAt: 2 };
   const i = 2;
-  const o: RefBeamOptions = { numBeams: 2, maxNewTokens: NEW, lengthPenalty: 2, earlyStopping: false, stopIds: [...m.defaults.eos_token_id, greedy[i][2]] };
+  const o: RefBeamOptions = {
+    numBeams: 2,
+    maxNewTokens: NEW,
+    lengthPenalty: 2,
+    earlyStopping: false,
+    stopIds: [...m.defaults.eos_token_id, greedy[i][2]],
+  };
   const vectorised = referenceBeamSearch(refOf(m), prompts[i], o);
   const legacy = referenceBeamSearch(refOf(m), prompts[i], { ...o, doneCheck: 'candidates' });
   assert.notDeepEqual(vectorised.tokens, legacy.tokens, 'this case no longer separates the two checks');

@@ -54,7 +54,10 @@ async function acrossBuckets(
     const row: RowRequest = { promptIds: prompt, params: params(m, req) };
     const alone = await generateRows(m, [row], { policy: pol, batchSizes: [1, 8], cache });
     results.set(`P=${P} B=1`, alone[0].tokenIds);
-    const rows: RowRequest[] = NEIGHBOURS[P].map((len, i) => ({ promptIds: randomIds(len, 1000 * P + i), params: params(m, neighbour(i)) }));
+    const rows: RowRequest[] = NEIGHBOURS[P].map((len, i) => ({
+      promptIds: randomIds(len, 1000 * P + i),
+      params: params(m, neighbour(i)),
+    }));
     rows.splice(SLOT[P], 0, row);
     const batch = await generateRows(m, rows, { policy: pol, batchSizes: [1, 8], cache });
     results.set(`P=${P} B=8`, batch[SLOT[P]].tokenIds);
@@ -63,7 +66,8 @@ async function acrossBuckets(
   // Each case really ran in its own variant: bucket P (N = P too, the policy's only size), B = 1 or 8.
   const strategy = req.do_sample ? 'sample' : 'greedy';
   const variants = cache.stats().variants;
-  for (const P of [16, 32, 64]) for (const B of [1, 8]) assert.ok(variants.includes(`${m.name}:p${P}:n${P}:${strategy}:b${B}`), `no variant P=${P} B=${B}`);
+  for (const P of [16, 32, 64])
+    for (const B of [1, 8]) assert.ok(variants.includes(`${m.name}:p${P}:n${P}:${strategy}:b${B}`), `no variant P=${P} B=${B}`);
   return results;
 }
 
@@ -99,7 +103,11 @@ test('seeded sampling (top-k, top-p, temperature): the same tokens in every buck
   assert.equal(first.length, NEW);
   assertAllEqual(results, first, 'sample');
   // The sample is a sample: another seed gives other tokens.
-  const other = await generateRows(m, [{ promptIds: prompt, params: params(m, { ...req, seed: 43 }) }], { policy: policy('16'), batchSizes: [1], cache });
+  const other = await generateRows(m, [{ promptIds: prompt, params: params(m, { ...req, seed: 43 }) }], {
+    policy: policy('16'),
+    batchSizes: [1],
+    cache,
+  });
   assert.notDeepEqual(other[0].tokenIds, first);
 });
 
@@ -108,7 +116,13 @@ test('seeded top-k sampling gives the same tokens whether its batch takes the to
   const prompt = await m.folder.tokenizer.encode(TEXT);
   // Alone, top_p = 1 and a small top_k; among neighbours with top_p < 1 the batch needs the full sort.
   const req: GenerationParams = { max_new_tokens: NEW, do_sample: true, seed: 5, temperature: 1.2, top_k: 20, top_p: 1 };
-  const results = await acrossBuckets(m, prompt, req, (i) => ({ max_new_tokens: NEW, do_sample: true, seed: 100 + i, top_p: 0.8, top_k: 0 }));
+  const results = await acrossBuckets(m, prompt, req, (i) => ({
+    max_new_tokens: NEW,
+    do_sample: true,
+    seed: 100 + i,
+    top_p: 0.8,
+    top_k: 0,
+  }));
   const first = results.get('P=16 B=1')!;
   assertAllEqual(results, first, 'top-k sample');
 });

@@ -42,7 +42,7 @@ test('logits after every decode step equal a full recompute (3 rows of different
     assert.deepEqual(greedy[0].logits[3], referenceLogits(ref, [...prompts[0], ...feed[0].slice(0, 3)]));
     let worst = 0;
     for (let t = 0; t <= STEPS; t++) {
-      prompts.forEach((p, r) => {
+      prompts.forEach((_p, r) => {
         const want = greedy[r].logits[t];
         const rel = relativeError(got[t][r], want);
         worst = Math.max(worst, rel);

@@ -30,7 +30,8 @@ test('numTensors returns to its baseline after 50 generate calls, and to the pre
       { max_new_tokens: 10, num_beams: 2, early_stopping: true, stop_token_ids: [(7 * i) % V] },
       { max_new_tokens: 16, num_beams: 2, length_penalty: 2, early_stopping: 'never' as const },
     ][i % 6];
-  const rows = (i: number, n: number): RowRequest[] => Array.from({ length: n }, (_, j) => ({ promptIds: randomIds(1 + ((i + j) % 16), i * 10 + j, 0, V), params: params(m, req(i)) }));
+  const rows = (i: number, n: number): RowRequest[] =>
+    Array.from({ length: n }, (_, j) => ({ promptIds: randomIds(1 + ((i + j) % 16), i * 10 + j, 0, V), params: params(m, req(i)) }));
 
   // Warm: compile every variant the calls use, and run each once.
   for (let i = 0; i < 6; i++) await generateRows(m, rows(i, 4), opts);

@@ -46,7 +46,16 @@ test('packBatch gives each item k identical rows, b*k .. b*k+k-1', () => {
 
 test('openDecodeSlot opens slot P + t in every row and gives the fed token position len + t', () => {
   const P = 3;
-  const b = packBatch([[1, 2], [3, 4, 5]], P, 2, 1, 0);
+  const b = packBatch(
+    [
+      [1, 2],
+      [3, 4, 5],
+    ],
+    P,
+    2,
+    1,
+    0,
+  );
   assert.deepEqual(Array.from(openDecodeSlot(b, P, 0)), [2, 3]);
   assert.deepEqual(rowOf(b.decodeBias, 0, b.T), [NEG, 0, 0, 0, NEG]);
   assert.deepEqual(Array.from(openDecodeSlot(b, P, 1)), [3, 4]);

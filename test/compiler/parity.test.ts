@@ -51,7 +51,10 @@ function assertLogitsMatch(m: LoadedModel, ref: RefModel, label: string): void {
   ps.forEach((p, r) => {
     const want = referenceLogits(ref, p);
     const alone = forwardSteps(m, [p], p.length, [])[0][0];
-    for (const [how, got] of [['batched', batched[r]], ['alone', alone]] as const) {
+    for (const [how, got] of [
+      ['batched', batched[r]],
+      ['alone', alone],
+    ] as const) {
       const rel = relativeError(got, want);
       assert.ok(rel < TOL, `${label}, prompt ${r} (${how}): relative error ${rel.toExponential(2)} ≥ ${TOL}`);
       assert.equal(argmax(got), argmax(want), `${label}, prompt ${r} (${how}): argmax`);

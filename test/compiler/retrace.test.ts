@@ -7,7 +7,16 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { CompiledVariant, generateRows, recentRetraces, retraces, tf, VariantCache, type LoadedModel, type RowRequest } from '../../src/compiler/index.js';
+import {
+  CompiledVariant,
+  generateRows,
+  recentRetraces,
+  retraces,
+  tf,
+  VariantCache,
+  type LoadedModel,
+  type RowRequest,
+} from '../../src/compiler/index.js';
 import { ShapeScope } from '../../src/compiler/shape-tracker.js';
 import { BatchgenError, ShapeMismatchError } from '../../src/shared/errors.js';
 import type { GenerationParams, Strategy } from '../../src/shared/params.js';
@@ -58,7 +67,11 @@ function* workload(n: number): Generator<RowRequest> {
         top_p: [1, 1, 0.9, 0.5][rand(4)],
       });
     } else if (kind === 2) {
-      Object.assign(req, { num_beams: 2, length_penalty: [0.5, 1, 2, -1][rand(4)], early_stopping: [true, false, 'never' as const][rand(3)] });
+      Object.assign(req, {
+        num_beams: 2,
+        length_penalty: [0.5, 1, 2, -1][rand(4)],
+        early_stopping: [true, false, 'never' as const][rand(3)],
+      });
     }
     yield { promptIds: randomIds(len, 7 * i + 1, 0, V), params: params(m, req) };
   }
@@ -98,7 +111,10 @@ test('zero retraces and zero compiles over 120 mixed requests after warm-up', as
 test('the shape guard throws ShapeMismatchError on inputs of another shape, and the variant stays usable', async () => {
   const v = await cache.get(m, key(16, 'greedy'), 2);
   const before = retraces();
-  const ok = (len: number, req: GenerationParams = {}): RowRequest => ({ promptIds: randomIds(len, len, 0, V), params: params(m, { max_new_tokens: 4, ...req }) });
+  const ok = (len: number, req: GenerationParams = {}): RowRequest => ({
+    promptIds: randomIds(len, len, 0, V),
+    params: params(m, { max_new_tokens: 4, ...req }),
+  });
   const refused = async (rows: RowRequest[], what: RegExp, label: string) => {
     await assert.rejects(v.run(rows), (e: unknown) => {
       assert.ok(e instanceof ShapeMismatchError, `${label}: ${String(e)}`);

@@ -22,9 +22,12 @@ before(async () => {
   m = await untiedModel('sampling', 0.5, { seed: 41 });
   cache = new VariantCache();
   prompts = await Promise.all(
-    ['TensorFlow is', 'The quick brown fox jumps over the lazy dog', 'Hello', 'In a shocking finding, scientists discovered a herd of unicorns'].map((t) =>
-      m.folder.tokenizer.encode(t),
-    ),
+    [
+      'TensorFlow is',
+      'The quick brown fox jumps over the lazy dog',
+      'Hello',
+      'In a shocking finding, scientists discovered a herd of unicorns',
+    ].map((t) => m.folder.tokenizer.encode(t)),
   );
 });
 
@@ -41,7 +44,10 @@ function rowParams(rows: { k: number; p: number; temperature?: number; penalty?:
   return {
     penalty: col(rows.map((r) => r.penalty ?? 1)),
     invTemperature: col(rows.map((r) => 1 / (r.temperature ?? 1))),
-    topKIndex: col(rows.map((r) => (r.k > 0 ? Math.min(r.k, V) : V) - 1), 'int32'),
+    topKIndex: col(
+      rows.map((r) => (r.k > 0 ? Math.min(r.k, V) : V) - 1),
+      'int32',
+    ),
     topP: col(rows.map((r) => r.p)),
   };
 }
@@ -93,8 +99,14 @@ test('topKOnly (the top-k fast path) keeps what HF TopK keeps, with top_k 0 mean
   const ks = [1, 2, 10, 64, 0, 33];
   const R = ks.length;
   const raw = normals(R * V, 6, 1);
-  const p = rowParams(ks.map((k) => ({ k, p: 1 })), V);
-  const off = tf.tensor2d(ks.map((k) => (k === 0 ? 1 : 0)), [R, 1]) as tf.Tensor2D;
+  const p = rowParams(
+    ks.map((k) => ({ k, p: 1 })),
+    V,
+  );
+  const off = tf.tensor2d(
+    ks.map((k) => (k === 0 ? 1 : 0)),
+    [R, 1],
+  ) as tf.Tensor2D;
   const s = tf.tensor2d(raw, [R, V]);
   const out = tf.tidy(() => logits.topKOnly(p, off)(s));
   const got = rowsOf(out);
@@ -119,7 +131,10 @@ test('top_p restricts sampling to the nucleus of a distribution we choose', () =
   const R = nuclei.length;
   const raw = new Float32Array(R * V);
   for (let r = 0; r < R; r++) probs.forEach((q, i) => (raw[r * V + i] = Math.log(q) + r)); // a per-row shift changes nothing
-  const p = rowParams(nuclei.map(([tp]) => ({ k: 0, p: tp })), V);
+  const p = rowParams(
+    nuclei.map(([tp]) => ({ k: 0, p: tp })),
+    V,
+  );
   const s = tf.tensor2d(raw, [R, V]);
   const filtered = tf.tidy(() => logits.topKTopP(p)(s));
   const got = rowsOf(filtered);
@@ -140,7 +155,11 @@ test('top_p restricts sampling to the nucleus of a distribution we choose', () =
     const mass = keep.reduce((a, i) => a + probs[i], 0);
     counts.forEach((n, i) => {
       if (!keep.includes(i)) assert.equal(n, 0, `top_p ${nuclei[r][0]}: token ${i} outside the nucleus was drawn`);
-      else assert.ok(Math.abs(n / U - probs[i] / mass) <= 1 / U + 1e-9, `top_p ${nuclei[r][0]}: token ${i} drawn ${n}/${U}, expected ${probs[i] / mass}`);
+      else
+        assert.ok(
+          Math.abs(n / U - probs[i] / mass) <= 1 / U + 1e-9,
+          `top_p ${nuclei[r][0]}: token ${i} drawn ${n}/${U}, expected ${probs[i] / mass}`,
+        );
     });
   }
   tf.dispose([filtered, s, ...Object.values(p)]);
@@ -161,7 +180,10 @@ test('sampleRows is the inverse CDF: chosen uniforms give the expected tokens', 
   const s = tf.tensor2d(cases.map(() => probs.map(Math.log)));
   const u = tf.tensor2d(cases.map(([x]) => [x]));
   const picked = tf.tidy(() => logits.sampleRows(s as tf.Tensor2D, u as tf.Tensor2D));
-  assert.deepEqual(Array.from(picked.dataSync()), cases.map(([, want]) => want));
+  assert.deepEqual(
+    Array.from(picked.dataSync()),
+    cases.map(([, want]) => want),
+  );
   tf.dispose([s, u, picked]);
 });
 
@@ -180,7 +202,13 @@ test('sampleRows never draws a token of probability zero, even with a uniform of
 });
 
 test('temperature divides the scores per row', () => {
-  const p = rowParams([{ k: 0, p: 1, temperature: 0.5 }, { k: 0, p: 1, temperature: 2 }], 3);
+  const p = rowParams(
+    [
+      { k: 0, p: 1, temperature: 0.5 },
+      { k: 0, p: 1, temperature: 2 },
+    ],
+    3,
+  );
   const s = tf.tensor2d([
     [1, -2, 4],
     [1, -2, 4],
@@ -203,7 +231,14 @@ test('top_k=1 sampling equals greedy, whatever the seed and temperature', async 
       m,
       prompts.map((p, i) => ({
         promptIds: p,
-        params: params(m, { max_new_tokens: 12, repetition_penalty: penalty, do_sample: true, top_k: 1, seed: 1000 + i, temperature: [0.3, 1, 1.7, 5][i] }),
+        params: params(m, {
+          max_new_tokens: 12,
+          repetition_penalty: penalty,
+          do_sample: true,
+          top_k: 1,
+          seed: 1000 + i,
+          temperature: [0.3, 1, 1.7, 5][i],
+        }),
       })),
       { policy: policy('16'), cache },
     );
@@ -215,8 +250,16 @@ test('the same seed repeats (any batch position), different seeds differ', async
   const req = { max_new_tokens: 12, do_sample: true, temperature: 1.5, top_k: 0 };
   const p = prompts[0];
   const seeds = [1, 2, 3, 4, 5, 6, 7, 8];
-  const first = await generateRows(m, seeds.map((seed) => ({ promptIds: p, params: params(m, { ...req, seed }) })), { policy: policy('16'), cache });
-  const again = await generateRows(m, [...seeds].reverse().map((seed) => ({ promptIds: p, params: params(m, { ...req, seed }) })), { policy: policy('16'), cache });
+  const first = await generateRows(
+    m,
+    seeds.map((seed) => ({ promptIds: p, params: params(m, { ...req, seed }) })),
+    { policy: policy('16'), cache },
+  );
+  const again = await generateRows(
+    m,
+    [...seeds].reverse().map((seed) => ({ promptIds: p, params: params(m, { ...req, seed }) })),
+    { policy: policy('16'), cache },
+  );
   seeds.forEach((seed, i) => assert.deepEqual(again[seeds.length - 1 - i].tokenIds, first[i].tokenIds, `seed ${seed}`));
   const distinct = new Set(first.map((r) => r.tokenIds.join(',')));
   assert.equal(distinct.size, seeds.length, 'different seeds gave the same tokens');

@@ -49,8 +49,22 @@ test('repeatedNgramBans: tokens that would repeat an n-gram of the sequence (Hug
 
 test('a stop-string result keeps its cut text; OpenAI reports finish_reason stop', async () => {
   const p = params({ defaults: { eos_token_id: [0], pad_token_id: 0 } } as unknown as LoadedModel, { stop_strings: ['\n\n'] });
-  const payload: JobPayload = { v: 1, batch_id: 'b', custom_id: 'c', line: 1, form: 'openai', model: 'm', key: 'm:p16:n16:greedy', prompt_ids: [1], params: p, created_at: 1 };
-  const rec = await resultRecord(payload, { tokenIds: [0, 1, 2], finishReason: 'stop', text: 'Hello' }, fakeDecode, { worker: 'w', deliveries: 1 });
+  const payload: JobPayload = {
+    v: 1,
+    batch_id: 'b',
+    custom_id: 'c',
+    line: 1,
+    form: 'openai',
+    model: 'm',
+    key: 'm:p16:n16:greedy',
+    prompt_ids: [1],
+    params: p,
+    created_at: 1,
+  };
+  const rec = await resultRecord(payload, { tokenIds: [0, 1, 2], finishReason: 'stop', text: 'Hello' }, fakeDecode, {
+    worker: 'w',
+    deliveries: 1,
+  });
   assert.equal(rec.text, 'Hello');
   assert.deepEqual(rec.token_ids, [0, 1, 2]);
   const line = formatResultLine(rec, 'b');
@@ -78,7 +92,11 @@ test('a 67-token prompt with max_new_tokens 4 on a 128-position model generates 
   assert.equal(m.contextLength, 128);
   const [r] = await generateRows(m, [{ promptIds: randomIds(67, 3), params: params(m, { max_new_tokens: 4 }) }], { cache });
   assert.equal(r.tokenIds.length <= 4 && r.tokenIds.length >= 1, true);
-  const [s] = await generateRows(m, [{ promptIds: randomIds(120, 4), params: params(m, { max_new_tokens: 8, do_sample: true, seed: 2 }) }], { cache });
+  const [s] = await generateRows(
+    m,
+    [{ promptIds: randomIds(120, 4), params: params(m, { max_new_tokens: 8, do_sample: true, seed: 2 }) }],
+    { cache },
+  );
   assert.ok(s.tokenIds.length >= 1 && s.tokenIds.length <= 8);
 });
 
@@ -104,7 +122,11 @@ test("a stop string taken from the model's own greedy output ends the row: finis
     if (piece.length >= 2 && a.length >= 1 && a.length < piece.length && !piece.includes('\uFFFD')) stop = piece;
   }
   assert.ok(stop, 'no clean two-token piece in the greedy output');
-  const [r] = await generateRows(m, [{ promptIds: prompt, params: params(m, { max_new_tokens: 12, stop_strings: ['never-there-zzz', stop] }) }], opts);
+  const [r] = await generateRows(
+    m,
+    [{ promptIds: prompt, params: params(m, { max_new_tokens: 12, stop_strings: ['never-there-zzz', stop] }) }],
+    opts,
+  );
   assert.equal(r.finishReason, 'stop');
   // Greedy: the same tokens, up to the one that completed the stop.
   assert.deepEqual(r.tokenIds, full.tokenIds.slice(0, r.tokenIds.length));
@@ -120,9 +142,15 @@ test('min_new_tokens masks stop ids until that many tokens', async () => {
   const prompt = randomIds(7, 21);
   const [free] = await generateRows(m, [{ promptIds: prompt, params: params(m, { max_new_tokens: 8 }) }], { cache });
   const stopId = free.tokenIds[0];
-  const [early] = await generateRows(m, [{ promptIds: prompt, params: params(m, { max_new_tokens: 8, stop_token_ids: [stopId] }) }], { cache });
+  const [early] = await generateRows(m, [{ promptIds: prompt, params: params(m, { max_new_tokens: 8, stop_token_ids: [stopId] }) }], {
+    cache,
+  });
   assert.deepEqual(early, { tokenIds: [stopId], finishReason: 'eos' });
-  const [held] = await generateRows(m, [{ promptIds: prompt, params: params(m, { max_new_tokens: 8, stop_token_ids: [stopId], min_new_tokens: 3 }) }], { cache });
+  const [held] = await generateRows(
+    m,
+    [{ promptIds: prompt, params: params(m, { max_new_tokens: 8, stop_token_ids: [stopId], min_new_tokens: 3 }) }],
+    { cache },
+  );
   assert.ok(held.tokenIds.length >= 3, `${held.tokenIds.length} tokens`);
   assert.ok(!held.tokenIds.slice(0, 3).includes(stopId), `stop id ${stopId} chosen before 3 tokens: ${held.tokenIds}`);
   const eos = m.defaults.eos_token_id;
@@ -132,11 +160,12 @@ test('min_new_tokens masks stop ids until that many tokens', async () => {
 test('no_repeat_ngram_size: no n-gram of prompt + generated occurs twice', async () => {
   const prompt = [5, 6, 5, 6, 5];
   const rows = (extra: object) => [{ promptIds: prompt, params: params(m, { max_new_tokens: 16, ...extra }) }];
-  const bigramRepeats = (seq: number[]) => seq.slice(prompt.length - 1, -1).some((t, j) => {
-    const i = prompt.length - 1 + j;
-    for (let k = 0; k < i; k++) if (seq[k] === t && seq[k + 1] === seq[i + 1]) return true;
-    return false;
-  });
+  const bigramRepeats = (seq: number[]) =>
+    seq.slice(prompt.length - 1, -1).some((t, j) => {
+      const i = prompt.length - 1 + j;
+      for (let k = 0; k < i; k++) if (seq[k] === t && seq[k + 1] === seq[i + 1]) return true;
+      return false;
+    });
   const [plain] = await generateRows(m, rows({}), { cache });
   assert.ok(bigramRepeats([...prompt, ...plain.tokenIds]), 'the unbanned output repeats a bigram (else this test shows nothing)');
   const [r] = await generateRows(m, rows({ no_repeat_ngram_size: 2 }), { cache });
@@ -157,7 +186,16 @@ test('after warm-up, rows with stop strings, min_new_tokens and no_repeat_ngram_
   const base = retraces();
   const rows = [0, 1, 2, 3].map((i) => ({
     promptIds: randomIds(3 + 4 * i, 40 + i),
-    params: params(m, { max_new_tokens: 16, do_sample: true, seed: i, min_new_tokens: [0, 2, 5, 16][i], no_repeat_ngram_size: [0, 2, 3, 1][i], stop_strings: i % 2 ? ['e', ' the'] : [], repetition_penalty: i === 3 ? 1.3 : 1, top_p: i === 2 ? 0.9 : 1 }),
+    params: params(m, {
+      max_new_tokens: 16,
+      do_sample: true,
+      seed: i,
+      min_new_tokens: [0, 2, 5, 16][i],
+      no_repeat_ngram_size: [0, 2, 3, 1][i],
+      stop_strings: i % 2 ? ['e', ' the'] : [],
+      repetition_penalty: i === 3 ? 1.3 : 1,
+      top_p: i === 2 ? 0.9 : 1,
+    }),
   }));
   await v.run(rows);
   await v.run(rows.slice(0, 2));

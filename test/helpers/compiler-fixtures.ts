@@ -56,7 +56,12 @@ export function normals(n: number, seed: number, std: number): Float32Array {
  * A model folder with an explicit (untied) `lm_head.weight` of the given std. A large std gives
  * peaked next-token distributions (clear argmax, sampling that matters, beams that differ).
  */
-export async function untiedModel(name: string, lmHeadStd: number, opts: Omit<MakeModelOptions, 'out'> = {}, headSeed = 77): Promise<LoadedModel> {
+export async function untiedModel(
+  name: string,
+  lmHeadStd: number,
+  opts: Omit<MakeModelOptions, 'out'> = {},
+  headSeed = 77,
+): Promise<LoadedModel> {
   const dir = path.join(tempDir(), name);
   await makeModel({ ...SMALL, ...opts, out: dir });
   const file = path.join(dir, 'model.safetensors');
@@ -116,7 +121,8 @@ export function forwardSteps(
     const { ids, pos, keyMask: mask } = packed;
     // bias[r, 0, q, k] = 0 where k ≤ q and k is a real token, else NEG
     const bias = new Float32Array(R * P * P).fill(NEG);
-    for (let r = 0; r < R; r++) for (let q = 0; q < P; q++) for (let k = 0; k <= q; k++) if (mask[r * P + k] === 1) bias[(r * P + q) * P + k] = 0;
+    for (let r = 0; r < R; r++)
+      for (let q = 0; q < P; q++) for (let k = 0; k <= q; k++) if (mask[r * P + k] === 1) bias[(r * P + q) * P + k] = 0;
     const first = tf.tidy(() =>
       prefill(m.weights, cache, tf.tensor2d(ids, [R, P], 'int32'), tf.tensor2d(pos, [R, P], 'int32'), tf.tensor4d(bias, [R, 1, P, P])),
     );
@@ -129,7 +135,10 @@ export function forwardSteps(
         decodeStep(
           m.weights,
           cache,
-          tf.tensor1d(feed.map((f) => f[t]), 'int32'),
+          tf.tensor1d(
+            feed.map((f) => f[t]),
+            'int32',
+          ),
           tf.tensor1d(positions, 'int32'),
           P + t,
           tf.tensor3d(packed.decodeBias, [R, 1, T]),

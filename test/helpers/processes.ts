@@ -17,7 +17,10 @@ export function spawnWorker(redisUrl: string, models: string[], extra: string[] 
 }
 
 /** Runs a CLI command to its end. */
-export function runCli(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): { code: number | null; stdout: string; stderr: string } {
+export function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; timeoutMs?: number } = {},
+): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], {
     encoding: 'utf8',
     timeout: opts.timeoutMs ?? 120_000,
@@ -28,7 +31,10 @@ export function runCli(args: string[], opts: { env?: Record<string, string>; tim
 }
 
 /** A tiny random GPT-2 folder, made once per path. */
-export function ensureTinyModel(dir: string, opts: { layers?: number; embd?: number; heads?: number; positions?: number; seed?: number } = {}): string {
+export function ensureTinyModel(
+  dir: string,
+  opts: { layers?: number; embd?: number; heads?: number; positions?: number; seed?: number } = {},
+): string {
   if (existsSync(join(dir, 'model.safetensors'))) return dir;
   mkdirSync(dirname(dir), { recursive: true });
   const r = runCli([

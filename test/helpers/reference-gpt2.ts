@@ -216,7 +216,13 @@ export function inverseCdf(probs: Float64Array, u: number): { index: number; mar
     if (index < 0 && next >= u) index = i;
     cum = next;
   }
-  if (index < 0) index = probs.length - 1 - Array.from(probs).reverse().findIndex((p) => p > 0);
+  if (index < 0)
+    index =
+      probs.length -
+      1 -
+      Array.from(probs)
+        .reverse()
+        .findIndex((p) => p > 0);
   return { index, margin };
 }
 
@@ -238,7 +244,11 @@ export interface RefGreedyOptions {
  * prompt + generated tokens; a stop id ends the row (and is kept). `gaps` is the top-1 minus top-2
  * processed score at each step (a small gap is a near tie, where float32 may pick the other).
  */
-export function referenceGreedy(m: RefModel, prompt: number[], o: RefGreedyOptions): RefGenerated & { gaps: number[]; logits: Float64Array[] } {
+export function referenceGreedy(
+  m: RefModel,
+  prompt: number[],
+  o: RefGreedyOptions,
+): RefGenerated & { gaps: number[]; logits: Float64Array[] } {
   const stops = new Set(o.stopIds ?? []);
   const seq = [...prompt];
   const tokens: number[] = [];

@@ -28,7 +28,11 @@ export class BeamStrategy implements DecodeStrategy {
   private readonly candidates: number;
 
   /** `params` per item; items from `live` on are dummies, done from the start. */
-  constructor(params: readonly ResolvedParams[], live: number, private readonly o: BeamOptions) {
+  constructor(
+    params: readonly ResolvedParams[],
+    live: number,
+    private readonly o: BeamOptions,
+  ) {
     this.rows = params.map((p, b) => {
       const row = new BeamRow({
         numBeams: o.k,
@@ -64,7 +68,10 @@ export class BeamStrategy implements DecodeStrategy {
   private async best(logits: tf.Tensor2D, processors: Processor[]): Promise<[ArrayLike<number>, ArrayLike<number>]> {
     const { k, V, onDevice } = this.o;
     const B = this.rows.length;
-    const scores = tf.tensor2d(this.rows.flatMap((row) => row.runningScores), [B * k, 1]);
+    const scores = tf.tensor2d(
+      this.rows.flatMap((row) => row.runningScores),
+      [B * k, 1],
+    );
     const top = onDevice(() => {
       const lp = tf.add(applyAll(logSoftmax(logits), processors), scores);
       const { values, indices } = tf.topk(tf.reshape(lp, [B, k * V]), this.candidates, true);

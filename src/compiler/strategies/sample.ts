@@ -61,7 +61,12 @@ export class SampleStrategy implements DecodeStrategy {
     if (this.o.sample && rowParams.plan.topk === 'full') {
       scores = await filterTopKTopP(scores, rowParams.tensors, rowParams.topKOff, onDevice, this.o.warming);
     }
-    const uniforms = this.o.sample ? tf.tensor2d(this.rngs.map((g) => g.next()), [this.rngs.length, 1]) : null;
+    const uniforms = this.o.sample
+      ? tf.tensor2d(
+          this.rngs.map((g) => g.next()),
+          [this.rngs.length, 1],
+        )
+      : null;
     const chosen = onDevice(() => (uniforms ? sampleRows(scores, uniforms) : (tf.argMax(scores, 1) as tf.Tensor1D)));
     tf.dispose([scores, ...(uniforms ? [uniforms] : [])]);
     try {
