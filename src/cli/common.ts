@@ -44,3 +44,20 @@ export function formatDuration(ms: number): string {
   if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
   return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
 }
+
+/**
+ * The options of a parseArgs table that a usage text does not mention as `--name` (`help` aside,
+ * which every command takes). Each command's --help is checked against its table with this.
+ */
+export function undocumentedOptions(usage: string, options: NonNullable<ParseArgsConfig['options']>): string[] {
+  return Object.keys(options).filter((name) => name !== 'help' && !new RegExp(`--${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![A-Za-z0-9-])`).test(usage));
+}
+
+/** The usage line of the Redis flags, for the commands that take them. */
+export const REDIS_FLAGS_USAGE = '[--redis URL] [--prefix P] [--hash-tag]';
+
+/** On a terminal, a line rewritten in place; elsewhere, one line per change. Returns what to write (may be ''). */
+export function progressWrite(prev: string | null, line: string, tty: boolean): string {
+  if (line === prev) return '';
+  return tty ? `\r\x1b[K${line}` : `${line}\n`;
+}

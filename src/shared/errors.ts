@@ -10,7 +10,19 @@ export type ErrorCode =
   | 'redis_unavailable'
   | 'invalid_payload'
   | 'generation_failed'
-  | 'cancelled';
+  | 'cancelled'
+  | 'not_found'
+  | 'already_exists'
+  | 'batch_active'
+  | 'file_not_found'
+  | 'permission_denied'
+  | 'port_in_use'
+  | 'invalid_config'
+  | 'redis_out_of_memory'
+  | 'redis_auth_failed'
+  | 'redis_permission_denied'
+  | 'redis_error'
+  | 'internal_error';
 
 export class BatchgenError extends Error {
   readonly code: ErrorCode;
