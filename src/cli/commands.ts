@@ -12,18 +12,19 @@ import { statusCommand } from './status.js';
 import { submitCommand } from './submit.js';
 import { workerCommand } from './worker.js';
 
-export type Command = { run: (argv: string[]) => Promise<number>; help: string };
+/** `redisFlags`: the command takes REDIS_FLAG_OPTIONS (their help is added to its --help). */
+export type Command = { run: (argv: string[]) => Promise<number>; help: string; redisFlags?: true };
 
 export const COMMANDS: Record<string, Command> = {
   generate: { run: generateCommand, help: 'generate in-process from a model folder (no Redis)' },
   'make-model': { run: makeModelCommand, help: 'write a small GPT-2 model folder with random weights' },
-  worker: { run: workerCommand, help: 'serve the queues of compile keys with warm compiled variants' },
-  submit: { run: submitCommand, help: 'submit a JSONL batch (--wait: progress, then results)' },
-  status: { run: statusCommand, help: "a batch's status and counts (--json: OpenAI-style object; --watch: follow it)" },
-  results: { run: resultsCommand, help: "export a batch's results (and errors) as JSONL" },
-  cancel: { run: cancelCommand, help: "cancel a batch's waiting requests" },
-  list: { run: listCommand, help: 'the batches kept in Redis, newest first, with status and counts' },
-  delete: { run: deleteCommand, help: "remove a batch: its records, results, errors and jobs left in its queues" },
+  worker: { run: workerCommand, help: 'serve the queues of compile keys with warm compiled variants', redisFlags: true },
+  submit: { run: submitCommand, help: 'submit a JSONL batch (--wait: progress, then results)', redisFlags: true },
+  status: { run: statusCommand, help: "a batch's status and counts (--json: OpenAI-style object; --watch: follow it)", redisFlags: true },
+  results: { run: resultsCommand, help: "export a batch's results (and errors) as JSONL", redisFlags: true },
+  cancel: { run: cancelCommand, help: "cancel a batch's waiting requests", redisFlags: true },
+  list: { run: listCommand, help: 'the batches kept in Redis, newest first, with status and counts', redisFlags: true },
+  delete: { run: deleteCommand, help: "remove a batch: its records, results, errors and jobs left in its queues", redisFlags: true },
   'plan-buckets': { run: planBucketsCommand, help: "propose prompt buckets for a JSONL's lengths" },
   demo: { run: demoCommand, help: 'the whole system on one machine: Redis, two workers, a sample batch' },
 };

@@ -9,6 +9,18 @@ export const REDIS_FLAG_OPTIONS = {
   'hash-tag': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
+/** What each of the Redis flags means (typed by the option table, so a new flag needs its line). */
+export const REDIS_FLAG_HELP: Record<keyof typeof REDIS_FLAG_OPTIONS, string> = {
+  redis: '--redis URL      Redis (default REDIS_URL, else redis://127.0.0.1:6379)',
+  prefix: '--prefix P       first part of every key (default BATCHGEN_PREFIX, else batchgen)',
+  'hash-tag': '--hash-tag       write the prefix as {P}, one Redis Cluster slot for every key',
+};
+
+/** The help lines of the Redis flags, appended to the --help of the commands that take them. */
+export function redisFlagsHelp(): string {
+  return `Redis flags:\n${Object.values(REDIS_FLAG_HELP).map((l) => `  ${l}`).join('\n')}\n`;
+}
+
 export function keyspaceFrom(values: { prefix?: string; 'hash-tag'?: boolean }): { prefix?: string; hashTag?: boolean } {
   return { prefix: values.prefix, hashTag: values['hash-tag'] };
 }

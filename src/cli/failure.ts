@@ -62,8 +62,8 @@ export function describeFailure(e: unknown): Failure {
   }
   if (err?.name === 'ReplyError') return { code: 'redis_error', message: `Redis refused a command: ${firstLine(message)}`, exitCode: 1 };
   if (CONNECTION_RE.test(message)) return { code: 'redis_unavailable', message: `Redis is unavailable: ${firstLine(message)}`, exitCode: 1 };
-  if (/^unknown level/.test(message)) {
-    return { code: 'invalid_config', message: `BATCHGEN_LOG_LEVEL: ${firstLine(message)} (expected one of ${LOG_LEVELS.join(', ')})`, exitCode: 1 };
+  if (/^unknown level|^default level:.* must be included in custom levels/.test(message)) {
+    return { code: 'invalid_config', message: `BATCHGEN_LOG_LEVEL: unknown log level (${firstLine(message)}; expected one of ${LOG_LEVELS.join(', ')})`, exitCode: 1 };
   }
   return { code: 'internal_error', message: `${firstLine(message)} (BATCHGEN_DEBUG=1 shows the stack)`, exitCode: 1 };
 }

@@ -4,6 +4,7 @@
  * a usage error); BATCHGEN_DEBUG=1 adds the stack.
  */
 import { COMMANDS, packageVersion, usage } from './commands.js';
+import { redisFlagsHelp } from './common.js';
 import { checkLogLevel, describeFailure, failureText } from './failure.js';
 
 const debug = (): boolean => process.env.BATCHGEN_DEBUG === '1' || process.env.BATCHGEN_DEBUG === 'true';
@@ -34,7 +35,9 @@ export async function main(argv: string[]): Promise<number> {
     checkLogLevel(process.env.BATCHGEN_LOG_LEVEL);
     // Producer commands print their own summaries; their logs default to warnings only.
     if (process.env.BATCHGEN_LOG_LEVEL === undefined && !['worker', 'demo'].includes(name)) process.env.BATCHGEN_LOG_LEVEL = 'warn';
-    return await cmd.run(rest);
+    const code = await cmd.run(rest);
+    if (code === 0 && cmd.redisFlags && (rest.includes('--help') || rest.includes('-h'))) process.stdout.write(redisFlagsHelp());
+    return code;
   } catch (e) {
     process.stderr.write(failureText(name, e, debug()));
     return describeFailure(e).exitCode;
