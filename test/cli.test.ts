@@ -244,7 +244,7 @@ test('make-model refuses an existing non-empty folder without --force, and keeps
 
 test('a worker started in the background as the README says stops on SIGTERM to the pid the shell gives', { skip }, async () => {
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-  const m = /^(\S*batchgen\S*) worker [^\n]*&/m.exec(readme);
+  const m = /^((?:npx )?\S*batchgen\S*) worker [^\n]*&/m.exec(readme);
   assert.ok(m, 'the README starts a worker in the background');
   const launcher = m[1];
   const redis = await startRedisServer();
@@ -273,7 +273,12 @@ test('a worker started in the background as the README says stops on SIGTERM to 
     });
     const workerPid = await ready;
     const shellPid = Number(/pid (\d+)/.exec(stdout)?.[1]);
-    assert.equal(shellPid, workerPid, `the pid the shell gives is the worker's (${launcher} runs no child process)`);
+    try {
+      assert.equal(shellPid, workerPid, `the pid the shell gives is the worker's (${launcher} runs no child process)`);
+    } catch (e) {
+      process.kill(workerPid, 'SIGKILL');
+      throw e;
+    }
     process.kill(shellPid, 'SIGTERM');
     await exited;
     assert.match(stdout, /exit 0/, 'the worker exits cleanly on SIGTERM');
