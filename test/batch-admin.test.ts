@@ -100,6 +100,12 @@ test('list: every batch once, newest first, across pages; an expired record leav
   assert.match(lines[0], /^ID\s+STATUS\s+TOTAL\s+COMPLETED\s+FAILED\s+CANCELLED\s+CREATED$/);
   assert.equal(lines.length, 4);
   assert.match(lines[1], /^\S+\s+failed\s+0\s+0\s+0\s+0\s+\d{4}-\d\d-\d\dT/);
+
+  // --limit counts batches that are still there, past entries whose records expired
+  const newest = list.data.slice(0, 2).map((b) => b.id);
+  for (const id of newest) await redis.del(keys.batch(id).record);
+  const limited = JSON.parse(runCli(['list', '--json', '--limit', '3', '--redis', server.url]).stdout) as { data: { id: string }[] };
+  assert.deepEqual(limited.data.map((b) => b.id), list.data.slice(2, 5).map((b) => b.id));
   for (const id of ids) await store.redis.unlink(...Object.values(keys.batch(id)));
   await redis.del(keys.batches());
 });
@@ -149,7 +155,8 @@ test('delete --force: waiting, delayed and prioritized jobs and every key of the
 test('delete: a running job is refused without --force; with --force its keys go once it finishes', { skip }, async () => {
   const { client, key } = await submit('busy', 4);
   const ref = keys.queue(key);
-  const taker = new Worker(ref.bullName, null, { connection: new Redis(server.url, { maxRetriesPerRequest: null }), prefix: ref.bullPrefix, autorun: false, lockDuration: 600_000 });
+  const conn = new Redis(server.url, { maxRetriesPerRequest: null });
+  const taker = new Worker(ref.bullName, null, { connection: conn, prefix: ref.bullPrefix, autorun: false, lockDuration: 600_000 });
   try {
     const active = (await taker.getNextJob('tok'))!; // locked, as a worker holds it
     assert.ok(active.id!.startsWith('busy/'));
@@ -171,6 +178,7 @@ test('delete: a running job is refused without --force; with --force its keys go
     assert.deepEqual(await keysWith('busy'), [], 'no key of the batch is left');
   } finally {
     await taker.close(true);
+    conn.disconnect();
     await client.close();
     await redis.flushall();
   }

@@ -29,7 +29,8 @@ export async function* listBatches(redis: Redis, keys: Keyspace, opts: { limit?:
   let left = opts.limit ?? Infinity;
   let start = 0;
   while (left > 0) {
-    const ids = await redis.zrevrange(keys.batches(), start, start + Math.min(pageSize, left) - 1);
+    const want = Math.min(pageSize, left);
+    const ids = await redis.zrevrange(keys.batches(), start, start + want - 1);
     if (ids.length === 0) return;
     const recs = await Promise.all(ids.map((id) => store.get(id)));
     const gone = ids.filter((_, i) => recs[i] === null);
@@ -38,7 +39,7 @@ export async function* listBatches(redis: Redis, keys: Keyspace, opts: { limit?:
     const page = recs.filter((r): r is BatchRecord => r !== null);
     left -= page.length;
     if (page.length) yield page;
-    if (ids.length < pageSize) return;
+    if (ids.length < want) return; // the end of the index
   }
 }
 
