@@ -1,37 +1,13 @@
 /**
- * `batchgen <command> [...]`: the command table. Each command is `(argv) => Promise<exit code>`.
- * A BatchgenError ends the command with its code and message on stderr and exit status 1.
+ * `batchgen <command> [...]`: runs a command of the table (commands.ts). Any failure ends the command
+ * with one line, `batchgen <command>: error [<code>]: <message>`, on stderr and exit status 1 (2 for
+ * a usage error); BATCHGEN_DEBUG=1 adds the stack.
  */
-import { BatchgenError } from '../shared/errors.js';
-import { cancelCommand } from './cancel.js';
-import { demoCommand } from './demo.js';
-import { generateCommand } from './generate.js';
-import { makeModelCommand } from './make-model.js';
-import { planBucketsCommand } from './plan-buckets.js';
-import { resultsCommand } from './results.js';
-import { statusCommand } from './status.js';
-import { submitCommand } from './submit.js';
-import { workerCommand } from './worker.js';
+import { COMMANDS, packageVersion, usage } from './commands.js';
+import { redisFlagsHelp } from './common.js';
+import { checkLogLevel, describeFailure, failureText } from './failure.js';
 
-type Command = { run: (argv: string[]) => Promise<number>; help: string };
-
-export const COMMANDS: Record<string, Command> = {
-  generate: { run: generateCommand, help: 'generate in-process from a model folder (no Redis)' },
-  'make-model': { run: makeModelCommand, help: 'write a small GPT-2 model folder with random weights' },
-  worker: { run: workerCommand, help: 'serve the queues of compile keys with warm compiled variants' },
-  submit: { run: submitCommand, help: 'submit a JSONL batch (--wait: progress, then results)' },
-  status: { run: statusCommand, help: "a batch's status and counts (--json: OpenAI-style object)" },
-  results: { run: resultsCommand, help: "export a batch's results (and errors) as JSONL" },
-  cancel: { run: cancelCommand, help: "cancel a batch's waiting requests" },
-  'plan-buckets': { run: planBucketsCommand, help: "propose prompt buckets for a JSONL's lengths" },
-  demo: { run: demoCommand, help: 'the whole system on one machine: Redis, two workers, a sample batch' },
-};
-
-function usage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
-  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.help}`);
-  return `usage: batchgen <command> [options]   (batchgen <command> --help for a command's options)\n\n${lines.join('\n')}\n\nREDIS_URL and BATCHGEN_MODELS (name=dir,name=dir) stand in for --redis and --model.\n`;
-}
+const debug = (): boolean => process.env.BATCHGEN_DEBUG === '1' || process.env.BATCHGEN_DEBUG === 'true';
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -39,26 +15,32 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return name ? 0 : 2;
   }
+  if (name === '--version' || name === '-v' || name === 'version') {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
   const cmd = COMMANDS[name];
   if (!cmd) {
     process.stderr.write(`batchgen: unknown command "${name}"\n\n${usage()}`);
     return 2;
   }
-  // Producer commands print their own summaries; their logs default to warnings only.
-  if (process.env.BATCHGEN_LOG_LEVEL === undefined && !['worker', 'demo'].includes(name)) process.env.BATCHGEN_LOG_LEVEL = 'warn';
+  // A failure outside the command's own promise chain (an 'error' event nobody listens to) is still one line.
+  const fatal = (e: unknown) => {
+    process.stderr.write(failureText(name, e, debug()));
+    process.exit(1);
+  };
+  process.on('uncaughtException', fatal);
+  process.on('unhandledRejection', fatal);
   try {
-    return await cmd.run(rest);
+    checkLogLevel(process.env.BATCHGEN_LOG_LEVEL);
+    // Producer commands print their own summaries; their logs default to warnings only.
+    if (process.env.BATCHGEN_LOG_LEVEL === undefined && !['worker', 'demo'].includes(name)) process.env.BATCHGEN_LOG_LEVEL = 'warn';
+    const code = await cmd.run(rest);
+    if (code === 0 && cmd.redisFlags && (rest.includes('--help') || rest.includes('-h'))) process.stdout.write(redisFlagsHelp());
+    return code;
   } catch (e) {
-    if (e instanceof BatchgenError) {
-      process.stderr.write(`batchgen ${name}: error [${e.code}]: ${e.message}\n`);
-      return 1;
-    }
-    if (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`batchgen ${name}: ${e.message} (see batchgen ${name} --help)\n`);
-      return 2;
-    }
-    process.stderr.write(`batchgen ${name}: ${(e as Error)?.stack ?? String(e)}\n`);
-    return 1;
+    process.stderr.write(failureText(name, e, debug()));
+    return describeFailure(e).exitCode;
   }
 }
 

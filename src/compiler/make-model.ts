@@ -78,7 +78,8 @@ export async function makeModel(opts: MakeModelOptions): Promise<void> {
   });
 }
 
-function resolveOptions(opts: MakeModelOptions): Required<MakeModelOptions> {
+/** The options with their defaults; a RangeError for options that do not fit together. */
+export function resolveOptions(opts: MakeModelOptions): Required<MakeModelOptions> {
   const o: Required<MakeModelOptions> = {
     out: opts.out,
     layers: opts.layers ?? 2,

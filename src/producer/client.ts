@@ -99,6 +99,13 @@ export interface SubmitReport {
   status: BatchStatus;
 }
 
+/** How far a cancel is: requests looked at and jobs removed, of the batch's total. */
+export interface CancelProgress {
+  scanned: number;
+  removed: number;
+  total: number;
+}
+
 /** What `generate()` returns: a native result line, with the seed always told (the one used, or drawn). */
 export interface GenerateResult extends Omit<NativeResultLine, 'error' | 'seed'> {
   seed: number;
@@ -446,11 +453,16 @@ export class GenerationClient {
     return new BatchHandle(this, checkBatchId(batchId));
   }
 
-  /** Cancels a batch: waiting jobs are removed, running ones finish. Returns the record after it. */
-  async cancel(batchId: string): Promise<BatchRecord> {
+  /**
+   * Cancels a batch: waiting jobs are removed, running ones finish. Returns the record after it.
+   * The items are walked in chunks of 500 (one HSCAN page, then one remove per job), so a large
+   * batch never holds Redis in one long command; `onProgress` follows each chunk.
+   */
+  async cancel(batchId: string, opts: { onProgress?: (p: CancelProgress) => void } = {}): Promise<BatchRecord> {
     const st = await this.io(() => this.store.requestCancel(batchId));
     if (st === null) throw new BatchgenError('invalid_request', `batch ${batchId} not found`);
     if (st === 'cancelling') {
+      const progress: CancelProgress = { scanned: 0, removed: 0, total: (await this.io(() => this.store.get(batchId)))?.counts.total ?? 0 };
       for await (const chunk of this.store.items(batchId)) {
         const pending = chunk.filter(([, item]) => item.key !== null);
         const settled = await this.io(() =>
@@ -471,6 +483,9 @@ export class GenerationClient {
           }),
         );
         await this.io(() => this.store.markCancelled(batchId, removed));
+        progress.scanned += chunk.length;
+        progress.removed += removed.length;
+        opts.onProgress?.({ ...progress });
       }
       await this.io(() => this.store.finalize(batchId));
     }

@@ -14,7 +14,18 @@ export type ErrorCode =
   | 'idempotency_conflict'
   | 'batch_finished'
   | 'file_not_found'
-  | 'empty_input';
+  | 'empty_input'
+  | 'not_found'
+  | 'already_exists'
+  | 'batch_active'
+  | 'permission_denied'
+  | 'port_in_use'
+  | 'invalid_config'
+  | 'redis_out_of_memory'
+  | 'redis_auth_failed'
+  | 'redis_permission_denied'
+  | 'redis_error'
+  | 'internal_error';
 
 export class BatchgenError extends Error {
   readonly code: ErrorCode;
