@@ -35,7 +35,9 @@ export async function cancelCommand(argv: string[]): Promise<number> {
     });
     if (tty && shown !== null) err('\n');
     const c = r.counts;
-    await out(`batch ${r.id}: ${r.status} (${c.cancelled} cancelled, ${c.completed} completed, ${c.failed} failed, ${c.total - c.completed - c.failed - c.cancelled} still running)\n`);
+    await out(
+      `batch ${r.id}: ${r.status} (${c.cancelled} cancelled, ${c.completed} completed, ${c.failed} failed, ${c.total - c.completed - c.failed - c.cancelled} still running)\n`,
+    );
     return 0;
   } finally {
     await client.close();

@@ -24,7 +24,7 @@ export const COMMANDS: Record<string, Command> = {
   results: { run: resultsCommand, help: "export a batch's results (and errors) as JSONL", redisFlags: true },
   cancel: { run: cancelCommand, help: "cancel a batch's waiting requests", redisFlags: true },
   list: { run: listCommand, help: 'the batches kept in Redis, newest first, with status and counts', redisFlags: true },
-  delete: { run: deleteCommand, help: "remove a batch: its records, results, errors and jobs left in its queues", redisFlags: true },
+  delete: { run: deleteCommand, help: 'remove a batch: its records, results, errors and jobs left in its queues', redisFlags: true },
   'plan-buckets': { run: planBucketsCommand, help: "propose prompt buckets for a JSONL's lengths" },
   demo: { run: demoCommand, help: 'the whole system on one machine: Redis, two workers, a sample batch' },
 };

@@ -18,7 +18,9 @@ export const REDIS_FLAG_HELP: Record<keyof typeof REDIS_FLAG_OPTIONS, string> = 
 
 /** The help lines of the Redis flags, appended to the --help of the commands that take them. */
 export function redisFlagsHelp(): string {
-  return `Redis flags:\n${Object.values(REDIS_FLAG_HELP).map((l) => `  ${l}`).join('\n')}\n`;
+  return `Redis flags:\n${Object.values(REDIS_FLAG_HELP)
+    .map((l) => `  ${l}`)
+    .join('\n')}\n`;
 }
 
 export function keyspaceFrom(values: { prefix?: string; 'hash-tag'?: boolean }): { prefix?: string; hashTag?: boolean } {
@@ -30,7 +32,10 @@ export function numberFlag(name: string, v: string | undefined, opts: { min?: nu
   if (v === undefined) return undefined;
   const n = Number(v);
   if (v.trim() === '' || !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
-    throw new BatchgenError('invalid_request', `--${name} ${v}: expected ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}`);
+    throw new BatchgenError(
+      'invalid_request',
+      `--${name} ${v}: expected ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}`,
+    );
   }
   return n;
 }
@@ -62,7 +67,9 @@ export function formatDuration(ms: number): string {
  * which every command takes). Each command's --help is checked against its table with this.
  */
 export function undocumentedOptions(usage: string, options: NonNullable<ParseArgsConfig['options']>): string[] {
-  return Object.keys(options).filter((name) => name !== 'help' && !new RegExp(`--${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![A-Za-z0-9-])`).test(usage));
+  return Object.keys(options).filter(
+    (name) => name !== 'help' && !new RegExp(`--${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![A-Za-z0-9-])`).test(usage),
+  );
 }
 
 /** The usage line of the Redis flags, for the commands that take them. */

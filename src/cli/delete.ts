@@ -34,8 +34,11 @@ export async function deleteCommand(argv: string[]): Promise<number> {
       },
     });
     if (tty && shown !== null) err('\n');
-    if (r.runningJobs > 0) err(`warning: ${r.runningJobs} request(s) were running on a worker: they finish, and their results are dropped\n`);
-    await out(`batch ${r.batchId} deleted (${r.status ?? 'leftovers only'}): ${r.removedJobs} queued job(s) removed, ${r.keysDeleted} key(s) deleted\n`);
+    if (r.runningJobs > 0)
+      err(`warning: ${r.runningJobs} request(s) were running on a worker: they finish, and their results are dropped\n`);
+    await out(
+      `batch ${r.batchId} deleted (${r.status ?? 'leftovers only'}): ${r.removedJobs} queued job(s) removed, ${r.keysDeleted} key(s) deleted\n`,
+    );
     return 0;
   } catch (e) {
     if (tty && shown !== null) err('\n');

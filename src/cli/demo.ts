@@ -27,7 +27,15 @@ const USAGE = `usage: batchgen demo [--model NAME=DIR] [--requests 200] [--worke
 Runs the whole system on one machine and prints a summary. Without --redis (or REDIS_URL) it starts a
 private redis-server on a free port; without --model it makes a small random GPT-2.`;
 
-const TOPICS = ['TensorFlow is', 'A queue of prompts', 'Compiled functions are fast when', 'The weather today', 'In a distant galaxy', 'Redis keeps', 'Batching requests'];
+const TOPICS = [
+  'TensorFlow is',
+  'A queue of prompts',
+  'Compiled functions are fast when',
+  'The weather today',
+  'In a distant galaxy',
+  'Redis keeps',
+  'Batching requests',
+];
 const FILLER = 'and then the story goes on with more words about shapes buckets and static caches';
 
 /** ~n mixed requests: prompt lengths over several buckets, greedy / sampling / beam, both forms. */
@@ -36,13 +44,31 @@ export function demoRequests(n: number, model: string): Record<string, unknown>[
   const words = FILLER.split(' ');
   for (let i = 0; i < n; i++) {
     const extra = [0, 4, 12, 30][i % 4] + (i % 5);
-    const prompt = `${TOPICS[i % TOPICS.length]} ${words.slice(0, extra % words.length).join(' ')}${extra >= words.length ? ` ${words.slice(0, extra - words.length).join(' ')}` : ''}`.trim();
+    const prompt =
+      `${TOPICS[i % TOPICS.length]} ${words.slice(0, extra % words.length).join(' ')}${extra >= words.length ? ` ${words.slice(0, extra - words.length).join(' ')}` : ''}`.trim();
     const kind = i % 10;
     const max = [8, 12, 16, 24][(i >> 2) % 4];
     if (kind < 5) reqs.push({ custom_id: `greedy-${i}`, model, prompt, max_new_tokens: max });
-    else if (kind < 8) reqs.push({ custom_id: `sample-${i}`, model, prompt, max_new_tokens: max, do_sample: true, temperature: 0.8, top_k: 40, top_p: 0.95, seed: i });
+    else if (kind < 8)
+      reqs.push({
+        custom_id: `sample-${i}`,
+        model,
+        prompt,
+        max_new_tokens: max,
+        do_sample: true,
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        seed: i,
+      });
     else if (kind < 9) reqs.push({ custom_id: `beam-${i}`, model, prompt, max_new_tokens: Math.min(max, 12), num_beams: 2 });
-    else reqs.push({ custom_id: `openai-${i}`, method: 'POST', url: '/v1/completions', body: { model, prompt, max_tokens: max, temperature: 0 } });
+    else
+      reqs.push({
+        custom_id: `openai-${i}`,
+        method: 'POST',
+        url: '/v1/completions',
+        body: { model, prompt, max_tokens: max, temperature: 0 },
+      });
   }
   return reqs;
 }
@@ -180,22 +206,35 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const env = { BATCHGEN_LOG_LEVEL: process.env.BATCHGEN_LOG_LEVEL ?? 'info' };
     const workers = Array.from(
       { length: nWorkers },
-      (_, i) => new WorkerProcess(['--model', `${spec.name}=${spec.dir}`, '--redis', redisUrl, '--prefix', prefix, '--id', `demo-worker-${i + 1}`], { env, tee: logs }),
+      (_, i) =>
+        new WorkerProcess(
+          ['--model', `${spec.name}=${spec.dir}`, '--redis', redisUrl, '--prefix', prefix, '--id', `demo-worker-${i + 1}`],
+          { env, tee: logs },
+        ),
     );
     cleanups.add('workers', () => Promise.all(workers.map((w) => w.stop())).then(() => undefined));
     err(`started ${nWorkers} worker processes (their logs: ${logFile}${values.keep ? '' : ', removed at the end unless --keep'})\n`);
     // 4. submit, with progress
-    const client = await GenerationClient.connect({ redisUrl, prefix, models: [spec], logger: componentLogger('demo').child({}, { level: 'warn' }) });
+    const client = await GenerationClient.connect({
+      redisUrl,
+      prefix,
+      models: [spec],
+      logger: componentLogger('demo').child({}, { level: 'warn' }),
+    });
     cleanups.add('client', () => client.close());
     const raw = new Redis(redisUrl);
     cleanups.add('redis connection', () => raw.disconnect());
     await waitForWorkers(raw, ks, workers, logFile);
     const handle = await client.submitBatch(demoRequests(nRequests, spec.name), { batchId: `demo-${Date.now()}`, input: 'demo' });
     const rep = handle.report!;
-    err(`submitted ${rep.requests} requests to ${rep.keys.length} compile keys; the workers compile each key's variants, then serve them\n`);
+    err(
+      `submitted ${rep.requests} requests to ${rep.keys.length} compile keys; the workers compile each key's variants, then serve them\n`,
+    );
     const tSubmit = Date.now();
     const progress = new ProgressReporter(tSubmit, 2000);
-    const record = await handle.wait({ pollMs: 200, onProgress: (r) => progress.update(r, isTerminal(r.status)), timeoutMs: 30 * 60_000 }).finally(() => progress.stop());
+    const record = await handle
+      .wait({ pollMs: 200, onProgress: (r) => progress.update(r, isTerminal(r.status)), timeoutMs: 30 * 60_000 })
+      .finally(() => progress.stop());
     const lines = await writeResultsFile(outFile, handle.id, handle.results());
     const errors = await handle.errors();
     if (errors.length) await writeErrorsFile(errFile, errors);
@@ -203,7 +242,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
     await Promise.all(workers.map((w) => w.stop()));
     const wallMs = (record.completed_at ?? Date.now()) - tSubmit;
     const outcome = { batchId: handle.id, record, wallMs, totalMs: Date.now() - t0, queueName: (k: string) => ks.queue(k).name };
-    await out(demoSummary(await workerStats(raw, ks), { ...outcome, results: { lines, file: outFile, errors: errors.length, errorsFile: errFile } }));
+    await out(
+      demoSummary(await workerStats(raw, ks), {
+        ...outcome,
+        results: { lines, file: outFile, errors: errors.length, errorsFile: errFile },
+      }),
+    );
     return record.status === 'completed' && record.counts.failed === 0 ? 0 : 1;
   } finally {
     process.off('SIGINT', onSignal);

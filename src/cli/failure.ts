@@ -24,12 +24,21 @@ export function checkLogLevel(level: string | undefined): void {
 }
 
 const REDIS_REPLY: [RegExp, ErrorCode, string][] = [
-  [/^OOM\b/, 'redis_out_of_memory', 'Redis is out of memory (maxmemory reached, and noeviction refuses writes): free memory, raise maxmemory or delete old batches'],
-  [/^(NOAUTH|WRONGPASS)\b/, 'redis_auth_failed', 'Redis refused the login: give the user and password in the URL (redis://user:password@host:port)'],
+  [
+    /^OOM\b/,
+    'redis_out_of_memory',
+    'Redis is out of memory (maxmemory reached, and noeviction refuses writes): free memory, raise maxmemory or delete old batches',
+  ],
+  [
+    /^(NOAUTH|WRONGPASS)\b/,
+    'redis_auth_failed',
+    'Redis refused the login: give the user and password in the URL (redis://user:password@host:port)',
+  ],
   [/^NOPERM\b/, 'redis_permission_denied', "Redis refused a command: this user's ACL does not allow it"],
 ];
 
-const CONNECTION_RE = /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Stream isn't writeable|enableOfflineQueue|MaxRetriesPerRequest|EPIPE|ENOTFOUND|EHOSTUNREACH/i;
+const CONNECTION_RE =
+  /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Stream isn't writeable|enableOfflineQueue|MaxRetriesPerRequest|EPIPE|ENOTFOUND|EHOSTUNREACH/i;
 
 function firstLine(s: string): string {
   return s.split('\n')[0];
@@ -61,9 +70,14 @@ export function describeFailure(e: unknown): Failure {
     if (re.test(message)) return { code, message: `${advice} (Redis said: ${firstLine(message)})`, exitCode: 1 };
   }
   if (err?.name === 'ReplyError') return { code: 'redis_error', message: `Redis refused a command: ${firstLine(message)}`, exitCode: 1 };
-  if (CONNECTION_RE.test(message)) return { code: 'redis_unavailable', message: `Redis is unavailable: ${firstLine(message)}`, exitCode: 1 };
+  if (CONNECTION_RE.test(message))
+    return { code: 'redis_unavailable', message: `Redis is unavailable: ${firstLine(message)}`, exitCode: 1 };
   if (/^unknown level|^default level:.* must be included in custom levels/.test(message)) {
-    return { code: 'invalid_config', message: `BATCHGEN_LOG_LEVEL: unknown log level (${firstLine(message)}; expected one of ${LOG_LEVELS.join(', ')})`, exitCode: 1 };
+    return {
+      code: 'invalid_config',
+      message: `BATCHGEN_LOG_LEVEL: unknown log level (${firstLine(message)}; expected one of ${LOG_LEVELS.join(', ')})`,
+      exitCode: 1,
+    };
   }
   return { code: 'internal_error', message: `${firstLine(message)} (BATCHGEN_DEBUG=1 shows the stack)`, exitCode: 1 };
 }

@@ -22,7 +22,8 @@ export const GEN_FLAG_OPTIONS = {
 
 type Values = Partial<Record<keyof typeof GEN_FLAG_OPTIONS, string | boolean | string[]>>;
 
-const num = (flag: string, v: string | boolean | string[] | undefined): number | undefined => numberFlag(flag, v === undefined ? undefined : String(v));
+const num = (flag: string, v: string | boolean | string[] | undefined): number | undefined =>
+  numberFlag(flag, v === undefined ? undefined : String(v));
 
 /** Flags → validated GenerationParams (the same zod schema as request lines). */
 export function paramsFromFlags(v: Values): GenerationParams {

@@ -35,7 +35,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${GENERATE_USAGE}\n`);
     return 0;
   }
-  if (!values.model || !values.prompt?.length) throw new BatchgenError('invalid_request', `--model and at least one --prompt are required\n${GENERATE_USAGE}`);
+  if (!values.model || !values.prompt?.length)
+    throw new BatchgenError('invalid_request', `--model and at least one --prompt are required\n${GENERATE_USAGE}`);
   const request = paramsFromFlags(values);
   const policy = values.buckets ? parseBucketPolicy(values.buckets) : DEFAULT_BUCKET_POLICY;
 

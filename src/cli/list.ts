@@ -8,7 +8,12 @@ import { asRedisError, redisUrlFrom } from '../shared/redis.js';
 import { GenerationClient } from '../producer/client.js';
 import { keyspaceFrom, numberFlag, out, REDIS_FLAG_OPTIONS, REDIS_FLAGS_USAGE } from './common.js';
 
-export const LIST_OPTIONS = { json: { type: 'boolean' }, limit: { type: 'string' }, help: { type: 'boolean', short: 'h' }, ...REDIS_FLAG_OPTIONS } as const;
+export const LIST_OPTIONS = {
+  json: { type: 'boolean' },
+  limit: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  ...REDIS_FLAG_OPTIONS,
+} as const;
 
 const USAGE = `usage: batchgen list [--json] [--limit N] ${REDIS_FLAGS_USAGE}
 The batches kept in Redis (not yet expired or deleted), newest first: id, status, request counts
@@ -48,7 +53,9 @@ export async function listCommand(argv: string[]): Promise<number> {
     }
     if (values.json) {
       const data = all.map((r) => toOpenAIBatch(r));
-      await out(`${JSON.stringify({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false })}\n`);
+      await out(
+        `${JSON.stringify({ object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false })}\n`,
+      );
     } else if (!headerDone) {
       await out('no batches\n');
     }

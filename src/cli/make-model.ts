@@ -52,7 +52,7 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
     return 2;
   }
   if (values.help) {
-    process.stdout.write(USAGE + '\n');
+    process.stdout.write(`${USAGE}\n`);
     return 0;
   }
   if (typeof values.out !== 'string' || values.out === '') {
@@ -65,7 +65,9 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
     if (raw === undefined) continue;
     const n = Number(raw);
     if (typeof raw !== 'string' || !/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || (flag !== 'seed' && n <= 0)) {
-      process.stderr.write(`make-model: --${flag} must be a ${flag === 'seed' ? 'non-negative' : 'positive'} integer, got "${String(raw)}"\n`);
+      process.stderr.write(
+        `make-model: --${flag} must be a ${flag === 'seed' ? 'non-negative' : 'positive'} integer, got "${String(raw)}"\n`,
+      );
       return 2;
     }
     opts[flag] = n;
@@ -87,6 +89,6 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
   const problem = outFolderProblem(opts.out);
   if (problem !== null && values.force !== true) throw new BatchgenError('already_exists', problem);
   await makeModel(opts);
-  process.stdout.write(opts.out + '\n');
+  process.stdout.write(`${opts.out}\n`);
   return 0;
 }

@@ -41,7 +41,8 @@ export async function planBucketsCommand(argv: string[]): Promise<number> {
     await out(`${USAGE}\n`);
     return 0;
   }
-  if (positionals.length !== 1 || !values.model) throw new BatchgenError('invalid_request', `expected FILE.jsonl and --model DIR\n${USAGE}`);
+  if (positionals.length !== 1 || !values.model)
+    throw new BatchgenError('invalid_request', `expected FILE.jsonl and --model DIR\n${USAGE}`);
   const k = numberFlag('max-buckets', values['max-buckets'], { min: 1, integer: true }) ?? 4;
   const newTokens = values['new-token-buckets'] ? parseBucketPolicy(values['new-token-buckets']) : DEFAULT_BUCKET_POLICY;
   const [spec] = parseModelSpecs([values.model]);
@@ -68,7 +69,11 @@ export async function planBucketsCommand(argv: string[]): Promise<number> {
     else if (n + maxNew > ctx) tooLong += 1;
     else requests.push({ prompt: n, maxNew });
   }
-  if (requests.length === 0) throw new BatchgenError('invalid_request', `no usable prompt in ${positionals[0]} (${skipped} lines skipped, ${tooLong} longer than the context)`);
+  if (requests.length === 0)
+    throw new BatchgenError(
+      'invalid_request',
+      `no usable prompt in ${positionals[0]} (${skipped} lines skipped, ${tooLong} longer than the context)`,
+    );
   const lengths = requests.map((r) => r.prompt);
   const plan = planBuckets(lengths, k);
   const planned = servableKeys(requests, ctx, { kind: 'list', sizes: plan.buckets }, newTokens);
@@ -86,7 +91,13 @@ export async function planBucketsCommand(argv: string[]): Promise<number> {
         context: ctx,
         new_token_buckets: formatBucketPolicy(newTokens),
         plan: { buckets: plan.buckets, keys: planned.keys, real_tokens: planned.real, padded_tokens: planned.padded, waste: planned.waste },
-        pow2: { policy: formatBucketPolicy(DEFAULT_BUCKET_POLICY), keys: pow2.keys, real_tokens: pow2.real, padded_tokens: pow2.padded, waste: pow2.waste },
+        pow2: {
+          policy: formatBucketPolicy(DEFAULT_BUCKET_POLICY),
+          keys: pow2.keys,
+          real_tokens: pow2.real,
+          padded_tokens: pow2.padded,
+          waste: pow2.waste,
+        },
       })}\n`,
     );
     return 0;

@@ -17,7 +17,13 @@ still running gives what is done. The errors file lists failed, rejected and can
 export async function resultsCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { out: { type: 'string' }, errors: { type: 'string' }, order: { type: 'string' }, help: { type: 'boolean', short: 'h' }, ...REDIS_FLAG_OPTIONS },
+    options: {
+      out: { type: 'string' },
+      errors: { type: 'string' },
+      order: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      ...REDIS_FLAG_OPTIONS,
+    },
     strict: true,
     allowPositionals: true,
   });
@@ -27,7 +33,8 @@ export async function resultsCommand(argv: string[]): Promise<number> {
   }
   if (positionals.length !== 1 || !values.out) throw new BatchgenError('invalid_request', `expected BATCH_ID and --out FILE\n${USAGE}`);
   const order = (values.order ?? 'completion') as ResultsOrder;
-  if (order !== 'completion' && order !== 'input') throw new BatchgenError('invalid_request', `--order ${values.order}: expected completion or input`);
+  if (order !== 'completion' && order !== 'input')
+    throw new BatchgenError('invalid_request', `--order ${values.order}: expected completion or input`);
   const client = await GenerationClient.connect({ redisUrl: values.redis, ...keyspaceFrom(values) });
   try {
     const id = positionals[0];

@@ -74,7 +74,8 @@ export async function submitCommand(argv: string[]): Promise<number> {
     return 2;
   }
   const order = (values.order ?? 'completion') as ResultsOrder;
-  if (order !== 'completion' && order !== 'input') throw new BatchgenError('invalid_request', `--order ${values.order}: expected completion or input`);
+  if (order !== 'completion' && order !== 'input')
+    throw new BatchgenError('invalid_request', `--order ${values.order}: expected completion or input`);
   const timeoutS = numberFlag('timeout', values.timeout, { min: 0 });
   const batchId = checkBatchId(values['batch-id'] ?? newBatchId());
   // the input is opened (and its first line read) before anything is written to Redis
@@ -118,7 +119,9 @@ export async function submitCommand(argv: string[]): Promise<number> {
     const appender = await ResultsFileAppender.open(outFile, handle.id, client.store);
     if (appender.kept) err(`${outFile}: ${appender.kept} result line(s) of this batch kept from before; appending the rest\n`);
     const onInterruptWait = () => {
-      err(`\nstopped waiting: batch ${handle.id} keeps running. ${appender.lines} line(s) so far in ${outFile}.\nlater: batchgen status ${handle.id}; batchgen results ${handle.id} --out FILE\n`);
+      err(
+        `\nstopped waiting: batch ${handle.id} keeps running. ${appender.lines} line(s) so far in ${outFile}.\nlater: batchgen status ${handle.id}; batchgen results ${handle.id} --out FILE\n`,
+      );
       process.exit(130);
     };
     process.once('SIGINT', onInterruptWait);
@@ -157,7 +160,8 @@ export async function submitCommand(argv: string[]): Promise<number> {
     const errors = [...(await handle.errors()), ...refusals].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     const errFile = values.errors ?? (errors.length ? `${handle.id}.errors.jsonl` : undefined);
     if (errFile) await writeErrorsFile(errFile, errors);
-    if (refusedLines === 0) await client.store.setFiles(handle.id, { output: resolve(outFile), errors: errFile ? resolve(errFile) : undefined });
+    if (refusedLines === 0)
+      await client.store.setFiles(handle.id, { output: resolve(outFile), errors: errFile ? resolve(errFile) : undefined });
     err(
       `batch ${handle.id} ${rec.status} in ${formatDuration(Date.now() - t0)}: ${rec.counts.completed} completed, ${rec.counts.failed} failed` +
         `${rec.counts.cancelled ? `, ${rec.counts.cancelled} cancelled` : ''}; ${n} lines in ${outFile}${errFile ? `, ${errors.length} errors in ${errFile}` : ''}\n`,

@@ -48,7 +48,8 @@ export async function workerCommand(argv: string[]): Promise<number> {
   const models = parseModelSpecs(values.model ?? []);
   if (models.length === 0) throw new BatchgenError('invalid_request', `no model: pass --model NAME=DIR (or set BATCHGEN_MODELS)\n${USAGE}`);
   const engine = values.engine ?? 'compiler';
-  if (engine !== 'compiler' && engine !== 'noop') throw new BatchgenError('invalid_request', `--engine ${engine}: expected compiler or noop`);
+  if (engine !== 'compiler' && engine !== 'noop')
+    throw new BatchgenError('invalid_request', `--engine ${engine}: expected compiler or noop`);
   const cacheMb = numberFlag('cache-mb', values['cache-mb'], { min: 1 });
   const log = componentLogger('worker');
   const worker = new BatchWorker({
@@ -59,7 +60,12 @@ export async function workerCommand(argv: string[]): Promise<number> {
     batchSizes: values['batch-sizes'] ? parseBatchSizes(values['batch-sizes']) : undefined,
     metricsPort: numberFlag('metrics-port', values['metrics-port'], { min: 0, integer: true }),
     maxWaitMs: numberFlag('max-wait-ms', values['max-wait-ms'], { min: 0 }),
-    keys: values.keys?.flatMap((k) => k.split(',').map((s) => s.trim()).filter(Boolean)),
+    keys: values.keys?.flatMap((k) =>
+      k
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
     maxKeys: numberFlag('max-keys', values['max-keys'], { min: 1, integer: true }),
     registryTtlMs: ((s) => (s === undefined ? undefined : s * 1000))(numberFlag('registry-ttl-s', values['registry-ttl-s'], { min: 0 })),
     lockDurationMs: numberFlag('lock-ms', values['lock-ms'], { min: 100 }),

@@ -23,7 +23,11 @@ export function deleteDecision(status: BatchStatus | null, force: boolean): { ok
 }
 
 /** Pages of batch records, newest first. Index entries whose records are gone (expired) are dropped from the index. */
-export async function* listBatches(redis: Redis, keys: Keyspace, opts: { limit?: number; pageSize?: number } = {}): AsyncGenerator<BatchRecord[]> {
+export async function* listBatches(
+  redis: Redis,
+  keys: Keyspace,
+  opts: { limit?: number; pageSize?: number } = {},
+): AsyncGenerator<BatchRecord[]> {
   const store = new BatchStore(redis, keys);
   const pageSize = opts.pageSize ?? 200;
   let left = opts.limit ?? Infinity;
@@ -112,7 +116,9 @@ export async function deleteBatch(redis: Redis, keys: Keyspace, batchId: string,
   };
   try {
     for await (const chunk of store.items(batchId)) {
-      const queued = chunk.filter(([, item]) => item.key !== null).map(([cid, item]) => ({ jobId: jobIdOf(batchId, cid), keyId: item.key! }));
+      const queued = chunk
+        .filter(([, item]) => item.key !== null)
+        .map(([cid, item]) => ({ jobId: jobIdOf(batchId, cid), keyId: item.key! }));
       // which of them still have a job hash (most are gone once they ran)
       const p = redis.pipeline();
       for (const j of queued) {

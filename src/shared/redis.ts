@@ -71,7 +71,10 @@ export async function connectRedis(opts: RedisConnectionOptions = {}): Promise<R
     // a refused login surfaces as an 'error' event, the connect itself only as "Connection is closed"
     const refused = (lastError as Error | null)?.message;
     if (refused && /^(NOAUTH|WRONGPASS|NOPERM)\b/.test(refused)) {
-      throw new BatchgenError('redis_auth_failed', `Redis at ${redactUrl(url)} refused the login: ${refused.split('\n')[0]} (give the user and password in the URL: redis://user:password@host:port)`);
+      throw new BatchgenError(
+        'redis_auth_failed',
+        `Redis at ${redactUrl(url)} refused the login: ${refused.split('\n')[0]} (give the user and password in the URL: redis://user:password@host:port)`,
+      );
     }
     throw new BatchgenError('redis_unavailable', `cannot reach Redis at ${redactUrl(url)}: ${(e as Error).message}`);
   }

@@ -11,11 +11,11 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { freePort, hasRedisServer, startRedisServer, type RedisServer } from './helpers/redis-server.js';
-import { ensureTinyModel, runCli, spawnWorker, type WorkerProcess } from './helpers/processes.js';
-import { GenerationClient } from '../src/producer/client.js';
-import { Keyspace } from '../src/shared/keys.js';
-import { pruneRegistryEntry } from '../src/shared/registry.js';
+import { freePort, hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { ensureTinyModel, runCli, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
+import { GenerationClient } from '../../src/producer/client.js';
+import { Keyspace } from '../../src/shared/keys.js';
+import { pruneRegistryEntry } from '../../src/shared/registry.js';
 
 const skip = !hasRedisServer() && 'redis-server is not installed';
 let redis: RedisServer;
@@ -36,13 +36,25 @@ after(async () => {
 });
 
 function worker(prefix: string, extra: string[] = [], faults?: object): WorkerProcess {
-  const w = spawnWorker(redis.url, [`tiny=${model}`], ['--prefix', prefix, ...extra], faults ? { BATCHGEN_FAULTS: JSON.stringify(faults) } : {});
+  const w = spawnWorker(
+    redis.url,
+    [`tiny=${model}`],
+    ['--prefix', prefix, ...extra],
+    faults ? { BATCHGEN_FAULTS: JSON.stringify(faults) } : {},
+  );
   workers.push(w);
   return w;
 }
 
-const client = (prefix: string) => GenerationClient.connect({ redisUrl: redis.url, prefix, models: [{ name: 'tiny', dir: model }], logger: quiet });
-const requests = (tag: string, n: number, maxNew: number) => Array.from({ length: n }, (_, i) => ({ custom_id: `${tag}${i}`, model: 'tiny', prompt: `key ${tag} request ${i}`, max_new_tokens: maxNew }));
+const client = (prefix: string) =>
+  GenerationClient.connect({ redisUrl: redis.url, prefix, models: [{ name: 'tiny', dir: model }], logger: quiet });
+const requests = (tag: string, n: number, maxNew: number) =>
+  Array.from({ length: n }, (_, i) => ({
+    custom_id: `${tag}${i}`,
+    model: 'tiny',
+    prompt: `key ${tag} request ${i}`,
+    max_new_tokens: maxNew,
+  }));
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -54,13 +66,20 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | null | f
   }
 }
 
-test('worker --max-keys 2: three keys submitted in sequence all complete; idle keys are released, least recently served first', { skip, timeout: 300_000 }, async () => {
+test('worker --max-keys 2: three keys submitted in sequence all complete; idle keys are released, least recently served first', {
+  skip,
+  timeout: 300_000,
+}, async () => {
   const c = await client('mk');
   const raw = new Redis(redis.url);
   const ks = new Keyspace({ prefix: 'mk' });
   try {
     // a key that had work once and has none now: not compiled at start, and pruned (TTL 1 s)
-    await raw.hset(ks.registry(), 'tiny:p64:n64:greedy', JSON.stringify({ model: 'tiny', P: 64, N: 64, strategy: 'greedy', updated_at: 1 }));
+    await raw.hset(
+      ks.registry(),
+      'tiny:p64:n64:greedy',
+      JSON.stringify({ model: 'tiny', P: 64, N: 64, strategy: 'greedy', updated_at: 1 }),
+    );
     const w = worker('mk', ['--max-keys', '2', '--batch-sizes', '1,2', '--registry-ttl-s', '1', '--id', 'mk1']);
     await w.waitForMsg('warm: taking jobs');
     const keys: string[] = [];
@@ -121,7 +140,10 @@ test('registry pruning removes an old entry only while its queue holds no job', 
   }
 });
 
-test('a key whose compile fails: status names it with its pending count, health() says unservable, /healthz is 503', { skip, timeout: 180_000 }, async () => {
+test('a key whose compile fails: status names it with its pending count, health() says unservable, /healthz is 503', {
+  skip,
+  timeout: 180_000,
+}, async () => {
   const c = await client('cf');
   try {
     const h = await c.submitBatch(requests('f', 3, 6), { batchId: 'cf' });
@@ -138,11 +160,17 @@ test('a key whose compile fails: status names it with its pending count, health(
     const s = runCli(['status', 'cf', '--redis', redis.url, '--prefix', 'cf']);
     assert.equal(s.code, 0, s.stderr);
     assert.match(s.stdout, /in_progress/);
-    assert.ok(s.stdout.includes(`key ${key}: 3 pending, unservable: compile failed on every worker with model tiny (cf1: fault injection`), s.stdout);
+    assert.ok(
+      s.stdout.includes(`key ${key}: 3 pending, unservable: compile failed on every worker with model tiny (cf1: fault injection`),
+      s.stdout,
+    );
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);
     assert.equal(res.status, 503);
     const body = (await res.json()) as { ok: boolean; worker: string; problems: { key: string; problem: string; waiting: number }[] };
-    assert.deepEqual([body.ok, body.worker, body.problems], [false, 'cf1', [{ key, problem: 'compile_failed', reason: 'fault injection: this key does not compile', waiting: 3 }]]);
+    assert.deepEqual(
+      [body.ok, body.worker, body.problems],
+      [false, 'cf1', [{ key, problem: 'compile_failed', reason: 'fault injection: this key does not compile', waiting: 3 }]],
+    );
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     assert.match(metrics, /\nbatchgen_keys_compile_failed 1\n/);
     assert.match(metrics, /\nbatchgen_keys_refused 0\n/);

@@ -1,27 +1,52 @@
 /** Key holding, registry pruning, worker health and batch diagnosis: pure decisions, no Redis. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loopHealth, planKeys, withLoopHealth, workerHealth, type HeldView } from '../src/worker/key-policy.js';
-import { prunableEntries, NO_WORK, type QueueWork } from '../src/shared/registry.js';
-import { diagnoseKeys } from '../src/shared/key-health.js';
-import type { Heartbeat } from '../src/shared/heartbeats.js';
+import { loopHealth, planKeys, withLoopHealth, workerHealth, type HeldView } from '../../src/worker/key-policy.js';
+import { prunableEntries, NO_WORK, type QueueWork } from '../../src/shared/registry.js';
+import { diagnoseKeys } from '../../src/shared/key-health.js';
+import type { Heartbeat } from '../../src/shared/heartbeats.js';
 
 const W = (waiting = 0, delayed = 0, active = 0): QueueWork => ({ waiting, delayed, active });
-const held = (id: string, lastServedAt: number, work: QueueWork = NO_WORK, bytes = 0, inHand = 0): HeldView => ({ id, lastServedAt, work, bytes, inHand });
+const held = (id: string, lastServedAt: number, work: QueueWork = NO_WORK, bytes = 0, inHand = 0): HeldView => ({
+  id,
+  lastServedAt,
+  work,
+  bytes,
+  inHand,
+});
 
 test('planKeys: with room, every key that needs a holder is held; keys without work are not compiled', () => {
-  const p = planKeys({ held: [], candidates: [{ id: 'a', work: W(3), heldElsewhere: false }, { id: 'b', work: NO_WORK, heldElsewhere: false }, { id: 'c', work: W(0, 1), heldElsewhere: false }], maxKeys: 4, budgetBytes: 100 });
+  const p = planKeys({
+    held: [],
+    candidates: [
+      { id: 'a', work: W(3), heldElsewhere: false },
+      { id: 'b', work: NO_WORK, heldElsewhere: false },
+      { id: 'c', work: W(0, 1), heldElsewhere: false },
+    ],
+    maxKeys: 4,
+    budgetBytes: 100,
+  });
   assert.deepEqual(p, { release: [], hold: ['a', 'c'], refused: [] });
 });
 
 test('planKeys: at max keys, the least recently served idle key is released for a key with work', () => {
-  const p = planKeys({ held: [held('x', 50), held('y', 10), held('z', 5, W(2))], candidates: [{ id: 'k', work: W(4), heldElsewhere: false }], maxKeys: 3, budgetBytes: 100 });
+  const p = planKeys({
+    held: [held('x', 50), held('y', 10), held('z', 5, W(2))],
+    candidates: [{ id: 'k', work: W(4), heldElsewhere: false }],
+    maxKeys: 3,
+    budgetBytes: 100,
+  });
   // z was served longest ago but has work: y goes
   assert.deepEqual(p, { release: ['y'], hold: ['k'], refused: [] });
 });
 
 test('planKeys: a key is not idle while its queue has active jobs or the worker holds one of its jobs', () => {
-  const p = planKeys({ held: [held('x', 1, W(0, 0, 1)), held('y', 2, NO_WORK, 0, 1)], candidates: [{ id: 'k', work: W(1), heldElsewhere: false }], maxKeys: 2, budgetBytes: 100 });
+  const p = planKeys({
+    held: [held('x', 1, W(0, 0, 1)), held('y', 2, NO_WORK, 0, 1)],
+    candidates: [{ id: 'k', work: W(1), heldElsewhere: false }],
+    maxKeys: 2,
+    budgetBytes: 100,
+  });
   assert.deepEqual(p, { release: [], hold: [], refused: [{ id: 'k', reason: 'max_keys' }] });
 });
 
@@ -39,12 +64,25 @@ test('planKeys: a key held by another worker takes a free slot but never causes 
   const room = planKeys({ held: [], candidates: [{ id: 'k', work: W(9), heldElsewhere: true }], maxKeys: 1, budgetBytes: 100 });
   assert.deepEqual(room.hold, ['k']);
   // active jobs with no live holder (their worker died) need a holder: only its stalled check gives them back
-  const orphan = planKeys({ held: [held('x', 1)], candidates: [{ id: 'k', work: W(0, 0, 2), heldElsewhere: false }], maxKeys: 1, budgetBytes: 100 });
+  const orphan = planKeys({
+    held: [held('x', 1)],
+    candidates: [{ id: 'k', work: W(0, 0, 2), heldElsewhere: false }],
+    maxKeys: 1,
+    budgetBytes: 100,
+  });
   assert.deepEqual(orphan, { release: ['x'], hold: ['k'], refused: [] });
 });
 
 test('planKeys: several keys waiting, one idle key: the first is held, the next refused', () => {
-  const p = planKeys({ held: [held('x', 1)], candidates: [{ id: 'a', work: W(1), heldElsewhere: false }, { id: 'b', work: W(1), heldElsewhere: false }], maxKeys: 1, budgetBytes: 100 });
+  const p = planKeys({
+    held: [held('x', 1)],
+    candidates: [
+      { id: 'a', work: W(1), heldElsewhere: false },
+      { id: 'b', work: W(1), heldElsewhere: false },
+    ],
+    maxKeys: 1,
+    budgetBytes: 100,
+  });
   assert.deepEqual(p, { release: ['x'], hold: ['a'], refused: [{ id: 'b', reason: 'max_keys' }] });
 });
 
@@ -65,7 +103,10 @@ test('prunableEntries: only entries with no work and older than the TTL', () => 
 });
 
 test('workerHealth: not ok for a failed compile or a refusal with waiting work; ok when their queues are empty', () => {
-  assert.deepEqual(workerHealth([{ key: 'a', error: 'boom', work: NO_WORK }], [{ key: 'b', reason: 'max_keys', work: W(0, 0, 3) }]), { ok: true, problems: [] });
+  assert.deepEqual(workerHealth([{ key: 'a', error: 'boom', work: NO_WORK }], [{ key: 'b', reason: 'max_keys', work: W(0, 0, 3) }]), {
+    ok: true,
+    problems: [],
+  });
   const h = workerHealth([{ key: 'a', error: 'boom', work: W(2, 1) }], [{ key: 'b', reason: 'cache_budget', work: W(5) }]);
   assert.equal(h.ok, false);
   assert.deepEqual(
@@ -78,7 +119,16 @@ test('workerHealth: not ok for a failed compile or a refusal with waiting work; 
   assert.equal(h.problems[0].reason, 'boom');
 });
 
-const beat = (id: string, o: Partial<Heartbeat> = {}): Heartbeat => ({ id, state: 'idle', models: ['tiny'], keys: [], compile_failed: [], refused: [], updated_at: 0, ...o });
+const beat = (id: string, o: Partial<Heartbeat> = {}): Heartbeat => ({
+  id,
+  state: 'idle',
+  models: ['tiny'],
+  keys: [],
+  compile_failed: [],
+  refused: [],
+  updated_at: 0,
+  ...o,
+});
 
 test('diagnoseKeys: held, unservable (no model, no worker, compile failed everywhere), compile_failed, unheld', () => {
   const pending = new Map([
@@ -90,7 +140,14 @@ test('diagnoseKeys: held, unservable (no model, no worker, compile failed everyw
     ['tiny:p16:n64:greedy', 0],
   ]);
   const beats = [
-    beat('w1', { keys: ['tiny:p16:n16:greedy'], compile_failed: [{ key: 'tiny:p32:n16:greedy', error: 'out of memory' }, { key: 'tiny:p64:n16:greedy', error: 'bad' }], refused: [{ key: 'tiny:p16:n32:greedy', reason: 'max_keys' }] }),
+    beat('w1', {
+      keys: ['tiny:p16:n16:greedy'],
+      compile_failed: [
+        { key: 'tiny:p32:n16:greedy', error: 'out of memory' },
+        { key: 'tiny:p64:n16:greedy', error: 'bad' },
+      ],
+      refused: [{ key: 'tiny:p16:n32:greedy', reason: 'max_keys' }],
+    }),
     beat('w2', { compile_failed: [{ key: 'tiny:p32:n16:greedy', error: 'out of memory' }] }),
     beat('gone', { state: 'stopped', models: ['other'], keys: ['other:p16:n16:greedy'] }),
   ];
@@ -113,12 +170,15 @@ test('diagnoseKeys: held, unservable (no model, no worker, compile failed everyw
 });
 
 test('KeyBook: a failed compile waits for its retry time, shows in health while its key has waiting work, and is forgotten once the key has none', async () => {
-  const { KeyBook } = await import('../src/worker/key-book.js');
+  const { KeyBook } = await import('../../src/worker/key-book.js');
   const b = new KeyBook();
   b.compileFailed('k', 'boom', 0, 100, W(2));
   assert.equal(b.canTry('k', 50), false);
   assert.equal(b.canTry('k', 100), true);
-  assert.deepEqual(b.health().problems.map((p) => [p.key, p.problem, p.waiting]), [['k', 'compile_failed', 2]]);
+  assert.deepEqual(
+    b.health().problems.map((p) => [p.key, p.problem, p.waiting]),
+    [['k', 'compile_failed', 2]],
+  );
   b.noteWork(new Map([['k', W(0, 0, 0)]]), 50);
   assert.equal(b.health().ok, true, 'no waiting work: healthy');
   assert.equal(b.failedCount, 1, 'kept until its retry time');

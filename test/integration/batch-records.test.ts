@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { hasRedisServer, startRedisServer, type RedisServer } from './helpers/redis-server.js';
-import { ensureTinyModel, MAIN, runCli } from './helpers/processes.js';
-import { GenerationClient } from '../src/producer/client.js';
-import { ResultsFileAppender, writeResultsInOrder } from '../src/producer/results-file.js';
-import { BatchWorker } from '../src/worker/worker.js';
-import { Keyspace } from '../src/shared/keys.js';
+import { hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { ensureTinyModel, MAIN, runCli } from '../helpers/processes.js';
+import { GenerationClient } from '../../src/producer/client.js';
+import { ResultsFileAppender, writeResultsInOrder } from '../../src/producer/results-file.js';
+import { BatchWorker } from '../../src/worker/worker.js';
+import { Keyspace } from '../../src/shared/keys.js';
 
 const skip = !hasRedisServer() && 'redis-server is not installed';
 let redis: RedisServer;
@@ -40,13 +40,28 @@ after(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-const client = (prefix: string, chunkSize?: number) => GenerationClient.connect({ redisUrl: redis.url, prefix, models: [{ name: 'tiny', dir: model }], logger: quiet, chunkSize });
-const worker = (prefix: string) => new BatchWorker({ redisUrl: redis.url, prefix, models: [{ name: 'tiny', dir: model }], engine: 'noop', logger: quiet, registryRefreshMs: 50 });
-const waitingIn = (prefix: string, key: string) => new Queue(key.split(':').pop()!, { connection: { url: redis.url }, prefix: new Keyspace({ prefix }).queue(key).bullPrefix });
-const reqs = (n: number, prompt = (i: number) => `prompt ${i}`) => Array.from({ length: n }, (_, i) => ({ custom_id: `r${i}`, model: 'tiny', prompt: prompt(i), max_new_tokens: 4 }));
+const client = (prefix: string, chunkSize?: number) =>
+  GenerationClient.connect({ redisUrl: redis.url, prefix, models: [{ name: 'tiny', dir: model }], logger: quiet, chunkSize });
+const worker = (prefix: string) =>
+  new BatchWorker({
+    redisUrl: redis.url,
+    prefix,
+    models: [{ name: 'tiny', dir: model }],
+    engine: 'noop',
+    logger: quiet,
+    registryRefreshMs: 50,
+  });
+const waitingIn = (prefix: string, key: string) =>
+  new Queue(key.split(':').pop()!, { connection: { url: redis.url }, prefix: new Keyspace({ prefix }).queue(key).bullPrefix });
+const reqs = (n: number, prompt = (i: number) => `prompt ${i}`) =>
+  Array.from({ length: n }, (_, i) => ({ custom_id: `r${i}`, model: 'tiny', prompt: prompt(i), max_new_tokens: 4 }));
 
 /** Runs the CLI without blocking this process (so that an in-process worker can serve it). */
-function cli(args: string[], started?: (pid: number) => void, onStderr?: (all: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(
+  args: string[],
+  started?: (pid: number) => void,
+  onStderr?: (all: string) => void,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     started?.(p.pid!);
@@ -61,7 +76,12 @@ function cli(args: string[], started?: (pid: number) => void, onStderr?: (all: s
   });
 }
 
-const jsonl = (file: string) => readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const jsonl = (file: string) =>
+  readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 
 test('a custom_id resubmitted with other content is an idempotency_conflict; the same content is already present', { skip }, async () => {
   const c = await client('i1');
@@ -104,7 +124,10 @@ test('a finished batch refuses new lines (batch_finished) and stays finished; it
     const rec = await h.wait({ timeoutMs: 20_000, pollMs: 20 });
     assert.equal(rec.status, 'completed');
     const same = await c.submitBatch(reqs(3), { batchId: 'done' });
-    assert.deepEqual([same.report!.enqueued, same.report!.alreadyPresent, same.report!.errors.length, same.report!.status], [0, 3, 0, 'completed']);
+    assert.deepEqual(
+      [same.report!.enqueued, same.report!.alreadyPresent, same.report!.errors.length, same.report!.status],
+      [0, 3, 0, 'completed'],
+    );
     const more = await c.submitBatch([...reqs(3), { custom_id: 'new', model: 'tiny', prompt: 'late' }], { batchId: 'done' });
     assert.deepEqual([more.report!.refused, more.report!.alreadyPresent, more.report!.enqueued], [1, 3, 0]);
     assert.equal(more.report!.errors[0].error.code, 'batch_finished');
@@ -149,11 +172,14 @@ test('cancelled requests are in the errors with code cancelled', { skip }, async
     const h = await c.submitBatch(reqs(3), { batchId: 'c' });
     await h.cancel();
     const errs = await h.errors();
-    assert.deepEqual(errs.map((e) => [e.line, e.custom_id, e.error.code]), [
-      [1, 'r0', 'cancelled'],
-      [2, 'r1', 'cancelled'],
-      [3, 'r2', 'cancelled'],
-    ]);
+    assert.deepEqual(
+      errs.map((e) => [e.line, e.custom_id, e.error.code]),
+      [
+        [1, 'r0', 'cancelled'],
+        [2, 'r1', 'cancelled'],
+        [3, 'r2', 'cancelled'],
+      ],
+    );
     assert.match(errs[0].error.message, /cancelled/);
   } finally {
     await c.close();
@@ -162,7 +188,18 @@ test('cancelled requests are in the errors with code cancelled', { skip }, async
 
 test('CLI submit checks its input and model before writing anything to Redis', { skip }, async () => {
   const before = await raw.dbsize();
-  const missing = runCli(['submit', join(tmp, 'nope.jsonl'), '--model', `tiny=${model}`, '--redis', redis.url, '--prefix', 'i5', '--batch-id', 'm']);
+  const missing = runCli([
+    'submit',
+    join(tmp, 'nope.jsonl'),
+    '--model',
+    `tiny=${model}`,
+    '--redis',
+    redis.url,
+    '--prefix',
+    'i5',
+    '--batch-id',
+    'm',
+  ]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /file_not_found.*nope\.jsonl/);
   const empty = join(tmp, 'empty.jsonl');
@@ -171,7 +208,7 @@ test('CLI submit checks its input and model before writing anything to Redis', {
   assert.equal(e.code, 1);
   assert.match(e.stderr, /empty_input.*empty/);
   const some = join(tmp, 'some.jsonl');
-  writeFileSync(some, JSON.stringify({ custom_id: 'a', model: 'tiny', prompt: 'x' }) + '\n');
+  writeFileSync(some, `${JSON.stringify({ custom_id: 'a', model: 'tiny', prompt: 'x' })}\n`);
   const nomodel = runCli(['submit', some, '--redis', redis.url, '--prefix', 'i5', '--batch-id', 'm'], { env: { BATCHGEN_MODELS: '' } });
   assert.equal(nomodel.code, 2);
   assert.equal(nomodel.stderr.trim().split('\n').length, 1);
@@ -187,11 +224,20 @@ test('an interrupted submit resumes with the same --batch-id: every request exac
   let pid = 0;
   let said: () => void = () => {};
   const interrupted = new Promise<void>((r) => (said = r));
-  const sub = cli(['submit', fifo, '--model', `tiny=${model}`, '--redis', redis.url, '--prefix', 'i6', '--batch-id', 'resume'], (p) => (pid = p), (e) => {
-    if (e.includes('resume with:')) said();
-  });
+  const sub = cli(
+    ['submit', fifo, '--model', `tiny=${model}`, '--redis', redis.url, '--prefix', 'i6', '--batch-id', 'resume'],
+    (p) => (pid = p),
+    (e) => {
+      if (e.includes('resume with:')) said();
+    },
+  );
   const writer = createWriteStream(fifo);
-  writer.write(all.slice(0, 1000).map((r) => JSON.stringify(r)).join('\n') + '\n');
+  writer.write(
+    `${all
+      .slice(0, 1000)
+      .map((r) => JSON.stringify(r))
+      .join('\n')}\n`,
+  );
   // two chunks of 500 are recorded; the submit then waits for more input
   while ((await raw.hlen(k.items)) < 1000) await new Promise((r) => setTimeout(r, 20));
   process.kill(pid, 'SIGINT');
@@ -200,15 +246,29 @@ test('an interrupted submit resumes with the same --batch-id: every request exac
   const r1 = await sub;
   assert.equal(r1.code, 130, r1.stderr);
   assert.match(r1.stderr, /batchgen submit .* --batch-id resume/);
-  assert.equal((await raw.hget(k.record, 'status')), 'validating');
+  assert.equal(await raw.hget(k.record, 'status'), 'validating');
 
   const full = join(tmp, 'full.jsonl');
-  writeFileSync(full, all.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  writeFileSync(full, `${all.map((r) => JSON.stringify(r)).join('\n')}\n`);
   const w = worker('i6');
   await w.start();
   try {
     const out = join(tmp, 'resume.out.jsonl');
-    const r2 = await cli(['submit', full, '--model', `tiny=${model}`, '--redis', redis.url, '--prefix', 'i6', '--batch-id', 'resume', '--wait', '--out', out]);
+    const r2 = await cli([
+      'submit',
+      full,
+      '--model',
+      `tiny=${model}`,
+      '--redis',
+      redis.url,
+      '--prefix',
+      'i6',
+      '--batch-id',
+      'resume',
+      '--wait',
+      '--out',
+      out,
+    ]);
     assert.equal(r2.code, 0, r2.stderr);
     assert.match(r2.stderr, /1200 requests \(200 enqueued, 1000 already present\)/);
     const lines = jsonl(out);
@@ -245,7 +305,7 @@ test('results file: appended as requests settle, a restart writes no line twice,
 
     // a crash after 3 lines and half a fourth: the restart keeps them and appends the rest once
     const part = join(tmp, 'part.out.jsonl');
-    writeFileSync(part, fullLines.slice(0, 3).join('\n') + '\n' + fullLines[3].slice(0, 10));
+    writeFileSync(part, `${fullLines.slice(0, 3).join('\n')}\n${fullLines[3].slice(0, 10)}`);
     const a = await ResultsFileAppender.open(part, 'files', c.store);
     assert.equal(a.kept, 3);
     await a.catchUp();
@@ -254,7 +314,7 @@ test('results file: appended as requests settle, a restart writes no line twice,
 
     // a file of something else is started afresh
     const other = join(tmp, 'other.out.jsonl');
-    writeFileSync(other, JSON.stringify({ custom_id: 'r0', text: 'not this batch' }) + '\n');
+    writeFileSync(other, `${JSON.stringify({ custom_id: 'r0', text: 'not this batch' })}\n`);
     const b = await ResultsFileAppender.open(other, 'files', c.store);
     assert.equal(b.kept, 0);
     await b.catchUp();
@@ -265,15 +325,21 @@ test('results file: appended as requests settle, a restart writes no line twice,
     const ordered = join(tmp, 'ordered.out.jsonl');
     const r = runCli(['results', 'files', '--out', ordered, '--order', 'input', '--redis', redis.url, '--prefix', 'i7']);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(jsonl(ordered).map((l) => l.custom_id), ['r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'o-ok', 'o-bad']);
+    assert.deepEqual(
+      jsonl(ordered).map((l) => l.custom_id),
+      ['r0', 'r1', 'r2', 'r3', 'r4', 'r5', 'o-ok', 'o-bad'],
+    );
 
     const s = runCli(['status', 'files', '--json', '--redis', redis.url, '--prefix', 'i7']);
     const o = JSON.parse(s.stdout.trim());
     assert.equal(o.endpoint, '/v1/completions');
-    assert.deepEqual(o.errors.data.map((e: { line: number; code: string }) => [e.line, e.code]), [
-      [8, 'unknown_model'],
-      [9, 'unknown_model'],
-    ]);
+    assert.deepEqual(
+      o.errors.data.map((e: { line: number; code: string }) => [e.line, e.code]),
+      [
+        [8, 'unknown_model'],
+        [9, 'unknown_model'],
+      ],
+    );
     assert.equal(o.output_file_id, null);
   } finally {
     await w.stop();

@@ -3,8 +3,8 @@
 // past the candidates, so that the caller falls back to the sort.
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { initBackend, tf } from '../src/compiler/backend.js';
-import { MASKED, NUCLEUS_CANDIDATES, topKTopP, topKTopPCandidates, type RowParamTensors } from '../src/compiler/logits.js';
+import { initBackend, tf } from '../../src/compiler/backend.js';
+import { MASKED, NUCLEUS_CANDIDATES, topKTopP, topKTopPCandidates, type RowParamTensors } from '../../src/compiler/logits.js';
 
 const V = 3000; // more than NUCLEUS_CANDIDATES
 
@@ -15,7 +15,7 @@ before(async () => {
 /** Seeded scores: row r is a distribution of "sharpness" scale[r]. */
 function scores(scale: number[]): tf.Tensor2D {
   let state = 12345;
-  const rand = () => ((state = (state * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const rand = () => (state = (state * 1103515245 + 12345) % 2147483648) / 2147483648;
   const data = new Float32Array(scale.length * V);
   scale.forEach((sc, r) => {
     for (let i = 0; i < V; i++) data[r * V + i] = sc * (rand() * 2 - 1);
@@ -29,10 +29,20 @@ function params(rows: { k: number; p: number }[]): { p: RowParamTensors; off: tf
     p: {
       penalty: tf.ones([R, 1]),
       invTemperature: tf.ones([R, 1]),
-      topKIndex: tf.tensor2d(rows.map((r) => (r.k > 0 ? Math.min(r.k, V) : V) - 1), [R, 1], 'int32'),
-      topP: tf.tensor2d(rows.map((r) => r.p), [R, 1]),
+      topKIndex: tf.tensor2d(
+        rows.map((r) => (r.k > 0 ? Math.min(r.k, V) : V) - 1),
+        [R, 1],
+        'int32',
+      ),
+      topP: tf.tensor2d(
+        rows.map((r) => r.p),
+        [R, 1],
+      ),
     },
-    off: tf.tensor2d(rows.map((r) => (r.k === 0 ? 1 : 0)), [R, 1]),
+    off: tf.tensor2d(
+      rows.map((r) => (r.k === 0 ? 1 : 0)),
+      [R, 1],
+    ),
   };
 }
 

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { gpt2TokenizerJson, loadTokenizer } from '../src/model/tokenizer.js';
-import { ModelFormatError } from '../src/shared/errors.js';
+import { gpt2TokenizerJson, loadTokenizer } from '../../src/model/tokenizer.js';
+import { ModelFormatError } from '../../src/shared/errors.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'batchgen-tok-'));
 const file = path.join(dir, 'tokenizer.json');
@@ -49,7 +49,10 @@ test('decode drops special tokens (a generated EOS is not text)', async () => {
 
 test('a missing or broken tokenizer.json is a ModelFormatError naming the file', async () => {
   const missing = path.join(dir, 'nope', 'tokenizer.json');
-  await assert.rejects(loadTokenizer(missing), (e: unknown) => e instanceof ModelFormatError && e.message.startsWith(missing) && /not found/.test(e.message));
+  await assert.rejects(
+    loadTokenizer(missing),
+    (e: unknown) => e instanceof ModelFormatError && e.message.startsWith(missing) && /not found/.test(e.message),
+  );
   const broken = path.join(dir, 'broken.json');
   fs.writeFileSync(broken, '{"version": "1.0", "model": 42}');
   await assert.rejects(loadTokenizer(broken), (e: unknown) => e instanceof ModelFormatError && e.message.startsWith(broken));

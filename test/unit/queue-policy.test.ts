@@ -1,17 +1,17 @@
 /** Pure tests of the queue system's decisions: micro-batching, queue choice, payload checks, failures, bucket plans, metrics. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chooseQueue, collect, collectStep, planBatches } from '../src/worker/micro-batcher.js';
-import { checkBatchSizes, paddedBatchSize, parseBatchSizes } from '../src/shared/batch-sizes.js';
-import { BAD_JSON_MARK, checkPayload } from '../src/worker/payload.js';
-import { decideFailure, resultRecord } from '../src/worker/results.js';
-import { BatchgenError } from '../src/shared/errors.js';
-import { listPadding, planBuckets, policyPadding } from '../src/producer/bucket-plan.js';
-import { DEFAULT_BUCKET_POLICY } from '../src/shared/buckets.js';
-import { MetricsRegistry } from '../src/observability/metrics.js';
-import { keyFor } from '../src/producer/prepare.js';
-import type { JobPayload } from '../src/shared/schemas.js';
-import type { ResolvedParams } from '../src/shared/params.js';
+import { chooseQueue, collect, collectStep, planBatches } from '../../src/worker/micro-batcher.js';
+import { checkBatchSizes, paddedBatchSize, parseBatchSizes } from '../../src/shared/batch-sizes.js';
+import { BAD_JSON_MARK, checkPayload } from '../../src/worker/payload.js';
+import { decideFailure, resultRecord } from '../../src/worker/results.js';
+import { BatchgenError } from '../../src/shared/errors.js';
+import { listPadding, planBuckets, policyPadding } from '../../src/producer/bucket-plan.js';
+import { DEFAULT_BUCKET_POLICY } from '../../src/shared/buckets.js';
+import { MetricsRegistry } from '../../src/observability/metrics.js';
+import { keyFor } from '../../src/producer/prepare.js';
+import type { JobPayload } from '../../src/shared/schemas.js';
+import type { ResolvedParams } from '../../src/shared/params.js';
 
 test('batch sizes: checked, sorted, and a batch pads to the smallest allowed size', () => {
   assert.deepEqual(parseBatchSizes('8,1,4,2,4'), [1, 2, 4, 8]);
@@ -19,7 +19,10 @@ test('batch sizes: checked, sorted, and a batch pads to the smallest allowed siz
   assert.throws(() => checkBatchSizes([1.5]), /batch size 1.5/);
   assert.throws(() => checkBatchSizes([]), /at least one/);
   const s = [1, 2, 4, 8];
-  assert.deepEqual([1, 2, 3, 4, 5, 7, 8].map((n) => paddedBatchSize(n, s)), [1, 2, 4, 4, 8, 8, 8]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 7, 8].map((n) => paddedBatchSize(n, s)),
+    [1, 2, 4, 4, 8, 8, 8],
+  );
   assert.throws(() => paddedBatchSize(9, s), /exceed/);
 });
 
@@ -137,7 +140,11 @@ test('checkPayload: tampered payloads fail with a reason and their ids', () => {
     assert.equal(r.batchId, 'b1');
     assert.equal(r.customId, 'c:1');
   }
-  const ctx = checkPayload('b1/c%3A1', { ...payload, prompt_ids: new Array(16).fill(1), params: { ...params, max_new_tokens: 16 } }, { ...limits, contextLength: 20 });
+  const ctx = checkPayload(
+    'b1/c%3A1',
+    { ...payload, prompt_ids: new Array(16).fill(1), params: { ...params, max_new_tokens: 16 } },
+    { ...limits, contextLength: 20 },
+  );
   assert.ok(!ctx.ok);
   assert.match(ctx.reason, /context/);
 });
@@ -163,7 +170,10 @@ test('resultRecord: OpenAI text leaves out a final stop id; native keeps every i
   const o = await resultRecord({ ...payload, form: 'openai' }, row, decode, { worker: 'w', deliveries: 2 });
   assert.equal(o.text, '<5><6>');
   assert.equal(o.deliveries, 2);
-  const l = await resultRecord({ ...payload, form: 'openai' }, { tokenIds: [5, 99], finishReason: 'length' }, decode, { worker: 'w', deliveries: 1 });
+  const l = await resultRecord({ ...payload, form: 'openai' }, { tokenIds: [5, 99], finishReason: 'length' }, decode, {
+    worker: 'w',
+    deliveries: 1,
+  });
   assert.equal(l.text, '<5><99>');
 });
 
@@ -196,7 +206,10 @@ test('planBuckets: optimal against brute force, at most K buckets, last is the l
       assert.ok(plan.buckets.length <= k);
       assert.equal(plan.buckets[plan.buckets.length - 1], Math.max(...lengths));
       assert.equal(plan.padded, bruteForce(lengths, k), `lengths ${lengths} k ${k}`);
-      assert.deepEqual(plan.buckets, [...plan.buckets].sort((a, b) => a - b));
+      assert.deepEqual(
+        plan.buckets,
+        [...plan.buckets].sort((a, b) => a - b),
+      );
     }
   }
   assert.deepEqual(planBuckets([5, 5, 5], 3).buckets, [5]);
@@ -231,7 +244,10 @@ test('metrics render in Prometheus text format', () => {
   const text = r.render();
   assert.match(text, /# TYPE x_total counter\nx_total 1\nx_total\{key="a\\"b"\} 2/);
   assert.match(text, /\ng 4\n/);
-  assert.match(text, /h_seconds_bucket\{le="0.1"\} 0\nh_seconds_bucket\{le="1"\} 1\nh_seconds_bucket\{le="\+Inf"\} 1\nh_seconds_sum 0.5\nh_seconds_count 1/);
+  assert.match(
+    text,
+    /h_seconds_bucket\{le="0.1"\} 0\nh_seconds_bucket\{le="1"\} 1\nh_seconds_bucket\{le="\+Inf"\} 1\nh_seconds_sum 0.5\nh_seconds_count 1/,
+  );
   assert.throws(() => r.counter('x_total', 'again'), /twice/);
   assert.throws(() => c.inc(-1), /decrease/);
 });

@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { hasRedisServer, startRedisServer, type RedisServer } from './helpers/redis-server.js';
-import { ensureTinyModel, spawnWorker, type WorkerProcess } from './helpers/processes.js';
-import { GenerationClient } from '../src/producer/client.js';
-import { Keyspace } from '../src/shared/keys.js';
-import type { ResultRecord } from '../src/shared/schemas.js';
+import { hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { ensureTinyModel, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
+import { GenerationClient } from '../../src/producer/client.js';
+import { Keyspace } from '../../src/shared/keys.js';
+import type { ResultRecord } from '../../src/shared/schemas.js';
 
 const skip = !hasRedisServer() && 'redis-server is not installed';
 let redis: RedisServer;
@@ -35,13 +35,24 @@ after(async () => {
 });
 
 function worker(prefix: string, extra: string[] = [], faults?: object): WorkerProcess {
-  const w = spawnWorker(redis.url, [`tiny=${model}`], ['--prefix', prefix, ...extra], faults ? { BATCHGEN_FAULTS: JSON.stringify(faults) } : {});
+  const w = spawnWorker(
+    redis.url,
+    [`tiny=${model}`],
+    ['--prefix', prefix, ...extra],
+    faults ? { BATCHGEN_FAULTS: JSON.stringify(faults) } : {},
+  );
   workers.push(w);
   return w;
 }
 
 function requests(n: number, prefix = 'r', extra: Record<string, unknown> = {}) {
-  return Array.from({ length: n }, (_, i) => ({ custom_id: `${prefix}${i}`, model: 'tiny', prompt: `request number ${i}`, max_new_tokens: 6, ...extra }));
+  return Array.from({ length: n }, (_, i) => ({
+    custom_id: `${prefix}${i}`,
+    model: 'tiny',
+    prompt: `request number ${i}`,
+    max_new_tokens: 6,
+    ...extra,
+  }));
 }
 
 async function allResults(c: GenerationClient, batchId: string): Promise<ResultRecord[]> {
@@ -50,7 +61,10 @@ async function allResults(c: GenerationClient, batchId: string): Promise<ResultR
   return out;
 }
 
-test('kill -9 of a worker in the middle of a batch: every request completes exactly once, in bounded time', { skip, timeout: 180_000 }, async () => {
+test('kill -9 of a worker in the middle of a batch: every request completes exactly once, in bounded time', {
+  skip,
+  timeout: 180_000,
+}, async () => {
   const c = await GenerationClient.connect({ redisUrl: redis.url, prefix: 'k9', models: [{ name: 'tiny', dir: model }], logger: quiet });
   try {
     const a = worker('k9', [...FAST_LOCKS, '--id', 'victim'], { runDelayMs: 3000 });
@@ -96,7 +110,11 @@ test('SIGTERM during a batch: the batch completes, the process exits, nothing st
     assert.ok(Date.now() - t0 < 15_000);
     // the batch in hand was finished and written
     const after = await allResults(c, 'term');
-    for (const j of inFlight) assert.ok(after.some((r) => `term/${r.custom_id}` === j), `${j} finished before exit`);
+    for (const j of inFlight)
+      assert.ok(
+        after.some((r) => `term/${r.custom_id}` === j),
+        `${j} finished before exit`,
+      );
     const ref = new Keyspace({ prefix: 'term' }).queue('tiny:p16:n16:greedy');
     assert.equal(await raw.llen(ref.activeList), 0, 'no job left active');
     assert.ok(a.logs.some((l) => l.msg === 'worker stopped'));
@@ -189,7 +207,14 @@ test('payloads written straight into Redis fail once with their reason; the othe
 });
 
 test('a job that crashes its batch is isolated; its neighbours complete', { skip, timeout: 120_000 }, async () => {
-  const c = await GenerationClient.connect({ redisUrl: redis.url, prefix: 'poison', models: [{ name: 'tiny', dir: model }], logger: quiet, attempts: 2, backoffMs: 100 });
+  const c = await GenerationClient.connect({
+    redisUrl: redis.url,
+    prefix: 'poison',
+    models: [{ name: 'tiny', dir: model }],
+    logger: quiet,
+    attempts: 2,
+    backoffMs: 100,
+  });
   try {
     const reqs = requests(8, 'n');
     reqs[3] = { ...reqs[3], custom_id: 'poison' };

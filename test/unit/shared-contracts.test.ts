@@ -1,13 +1,13 @@
 /** Pure tests of the shared contracts: request forms, OpenAI mapping, payloads, key names, output lines. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseRequestLine, fromOpenAI, jsonlLines } from '../src/shared/requests.js';
-import { JobPayload, OpenAICompletionBody, NativeRequest } from '../src/shared/schemas.js';
-import { Keyspace, jobIdOf, parseJobId, checkModelName } from '../src/shared/keys.js';
-import { formatResultLine, toOpenAIBatch } from '../src/shared/output.js';
-import { parseModelSpecs } from '../src/shared/models.js';
-import { modelNameForFolder } from '../src/shared/keys.js';
-import type { ResultRecord } from '../src/shared/schemas.js';
+import { parseRequestLine, fromOpenAI, jsonlLines } from '../../src/shared/requests.js';
+import { JobPayload, OpenAICompletionBody, NativeRequest } from '../../src/shared/schemas.js';
+import { Keyspace, jobIdOf, parseJobId, checkModelName } from '../../src/shared/keys.js';
+import { formatResultLine, toOpenAIBatch, type OpenAIResultLine } from '../../src/shared/output.js';
+import { parseModelSpecs } from '../../src/shared/models.js';
+import { modelNameForFolder } from '../../src/shared/keys.js';
+import type { ResultRecord } from '../../src/shared/schemas.js';
 
 const line = (o: unknown, n = 1) => parseRequestLine(JSON.stringify(o), n);
 
@@ -66,16 +66,49 @@ test('OpenAI line: defaults keep OpenAI meaning (max_tokens 16, temperature 1 sa
   const p = oa({});
   assert.ok(p.ok);
   assert.equal(p.request.form, 'openai');
-  assert.deepEqual(p.request.params, { max_new_tokens: 16, do_sample: true, temperature: 1, top_k: 0, top_p: 1, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [] });
+  assert.deepEqual(p.request.params, {
+    max_new_tokens: 16,
+    do_sample: true,
+    temperature: 1,
+    top_k: 0,
+    top_p: 1,
+    repetition_penalty: 1,
+    num_beams: 1,
+    min_new_tokens: 0,
+    no_repeat_ngram_size: 0,
+    stop_strings: [],
+  });
 });
 
 test('OpenAI line: temperature 0 is greedy; top_p, seed, max_tokens map', () => {
   const p = oa({ temperature: 0, max_tokens: 32, top_p: 0.5, seed: 11 });
   assert.ok(p.ok);
-  assert.deepEqual(p.request.params, { max_new_tokens: 32, do_sample: false, top_k: 0, top_p: 0.5, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [], seed: 11 });
+  assert.deepEqual(p.request.params, {
+    max_new_tokens: 32,
+    do_sample: false,
+    top_k: 0,
+    top_p: 0.5,
+    repetition_penalty: 1,
+    num_beams: 1,
+    min_new_tokens: 0,
+    no_repeat_ngram_size: 0,
+    stop_strings: [],
+    seed: 11,
+  });
   const q = oa({ temperature: 0.7 });
   assert.ok(q.ok);
-  assert.deepEqual(q.request.params, { max_new_tokens: 16, do_sample: true, temperature: 0.7, top_k: 0, top_p: 1, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [] });
+  assert.deepEqual(q.request.params, {
+    max_new_tokens: 16,
+    do_sample: true,
+    temperature: 0.7,
+    top_k: 0,
+    top_p: 1,
+    repetition_penalty: 1,
+    num_beams: 1,
+    min_new_tokens: 0,
+    no_repeat_ngram_size: 0,
+    stop_strings: [],
+  });
 });
 
 test('OpenAI line: stop becomes stop strings; a one-prompt array is that prompt', () => {
@@ -124,7 +157,21 @@ test('OpenAI line: other endpoints and methods are refused', () => {
 
 test('fromOpenAI maps a parsed body', () => {
   const body = OpenAICompletionBody.parse({ model: 'm', prompt: [1, 2, 3], max_tokens: null, temperature: null });
-  assert.deepEqual(fromOpenAI(body), { prompt: [1, 2, 3], params: { max_new_tokens: 16, do_sample: true, temperature: 1, top_k: 0, top_p: 1, repetition_penalty: 1, num_beams: 1, min_new_tokens: 0, no_repeat_ngram_size: 0, stop_strings: [] } });
+  assert.deepEqual(fromOpenAI(body), {
+    prompt: [1, 2, 3],
+    params: {
+      max_new_tokens: 16,
+      do_sample: true,
+      temperature: 1,
+      top_k: 0,
+      top_p: 1,
+      repetition_penalty: 1,
+      num_beams: 1,
+      min_new_tokens: 0,
+      no_repeat_ngram_size: 0,
+      stop_strings: [],
+    },
+  });
 });
 
 test('native prompt may be token ids', () => {
@@ -133,10 +180,13 @@ test('native prompt may be token ids', () => {
 });
 
 test('jsonlLines numbers lines from 1 and skips blanks', () => {
-  assert.deepEqual([...jsonlLines('a\n\n b \n')], [
-    { line: 1, text: 'a' },
-    { line: 3, text: 'b' },
-  ]);
+  assert.deepEqual(
+    [...jsonlLines('a\n\n b \n')],
+    [
+      { line: 1, text: 'a' },
+      { line: 3, text: 'b' },
+    ],
+  );
 });
 
 const goodPayload = {
@@ -246,7 +296,7 @@ test('native output line fields', () => {
 });
 
 test('OpenAI output line: batch line with a text_completion body; stable ids', () => {
-  const a = formatResultLine(result('openai', 'eos'), 'b') as any;
+  const a = formatResultLine(result('openai', 'eos'), 'b') as OpenAIResultLine;
   assert.equal(a.custom_id, 'c1');
   assert.equal(a.response.status_code, 200);
   assert.equal(a.response.body.object, 'text_completion');
@@ -256,7 +306,7 @@ test('OpenAI output line: batch line with a text_completion body; stable ids', (
   assert.deepEqual(a.response.body.usage, { prompt_tokens: 4, completion_tokens: 3, total_tokens: 7 });
   assert.equal(a.error, null);
   assert.deepEqual(formatResultLine(result('openai', 'eos'), 'b'), a);
-  assert.equal((formatResultLine(result('openai', 'length'), 'b') as any).response.body.choices[0].finish_reason, 'length');
+  assert.equal((formatResultLine(result('openai', 'length'), 'b') as OpenAIResultLine).response.body.choices[0].finish_reason, 'length');
 });
 
 test('OpenAI batch object from a record', () => {
@@ -280,11 +330,17 @@ test('OpenAI batch object from a record', () => {
 });
 
 test('model specs: NAME=DIR flags, else BATCHGEN_MODELS', () => {
-  assert.deepEqual(parseModelSpecs(['a=/m/a']).map((m) => m.name), ['a']);
-  assert.deepEqual(parseModelSpecs([], 'a=/x,b=/y').map((m) => [m.name, m.dir]), [
-    ['a', '/x'],
-    ['b', '/y'],
-  ]);
+  assert.deepEqual(
+    parseModelSpecs(['a=/m/a']).map((m) => m.name),
+    ['a'],
+  );
+  assert.deepEqual(
+    parseModelSpecs([], 'a=/x,b=/y').map((m) => [m.name, m.dir]),
+    [
+      ['a', '/x'],
+      ['b', '/y'],
+    ],
+  );
   assert.equal(parseModelSpecs(['/models/gpt2'])[0].name, 'gpt2');
   // a bare folder is named as `batchgen generate` names it, whatever command reads it
   assert.equal(parseModelSpecs(['/models/gpt2 small'])[0].name, 'gpt2-small');

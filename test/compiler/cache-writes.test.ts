@@ -6,8 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { VariantCache, generateRows, loadModel, makeModel, type LoadedModel } from '../src/compiler/index.js';
-import { resolveParams, type GenerationParams } from '../src/shared/params.js';
+import { VariantCache, generateRows, loadModel, makeModel, type LoadedModel } from '../../src/compiler/index.js';
+import { resolveParams, type GenerationParams } from '../../src/shared/params.js';
 
 let dir: string;
 let model: LoadedModel;

@@ -14,12 +14,12 @@ import { join } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { hasRedisServer, startRedisServer, type RedisServer } from './helpers/redis-server.js';
-import { ensureTinyModel, ROOT, runCli } from './helpers/processes.js';
-import { checkLogLevel, describeFailure, failureText } from '../src/cli/failure.js';
-import { outFolderProblem } from '../src/cli/make-model.js';
-import { undocumentedOptions } from '../src/cli/common.js';
-import { BatchgenError } from '../src/shared/errors.js';
+import { hasRedisServer, startRedisServer } from '../helpers/redis-server.js';
+import { ensureTinyModel, ROOT, runCli } from '../helpers/processes.js';
+import { checkLogLevel, describeFailure, failureText } from '../../src/cli/failure.js';
+import { outFolderProblem } from '../../src/cli/make-model.js';
+import { undocumentedOptions } from '../../src/cli/common.js';
+import { BatchgenError } from '../../src/shared/errors.js';
 
 const skip = !hasRedisServer() && 'redis-server is not installed';
 let tmp: string;
@@ -94,7 +94,10 @@ test('describeFailure: platform, Redis and configuration errors each get a code 
 
 test('checkLogLevel: pino levels and silent pass, anything else is invalid_config', () => {
   for (const l of [undefined, 'trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']) checkLogLevel(l);
-  assert.throws(() => checkLogLevel('verbose'), (e: unknown) => e instanceof BatchgenError && e.code === 'invalid_config' && /verbose/.test(e.message));
+  assert.throws(
+    () => checkLogLevel('verbose'),
+    (e: unknown) => e instanceof BatchgenError && e.code === 'invalid_config' && /verbose/.test(e.message),
+  );
 });
 
 test('describeFailure: real Redis replies OOM and NOPERM map to their codes', { skip }, async () => {
@@ -155,10 +158,25 @@ test('failures as run: unknown log level, missing file, port in use, refused log
 
     const url = redis.url.replace('//', '//:sekret@');
     const busy = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const p = spawn(process.execPath, [join(ROOT, 'dist/src/cli/main.js'), 'worker', '--redis', url, '--model', `tiny=${model}`, '--engine', 'noop', '--metrics-port', String(port)], {
-        env: { ...process.env, BATCHGEN_LOG_LEVEL: 'silent' },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
+      const p = spawn(
+        process.execPath,
+        [
+          join(ROOT, 'dist/src/cli/main.js'),
+          'worker',
+          '--redis',
+          url,
+          '--model',
+          `tiny=${model}`,
+          '--engine',
+          'noop',
+          '--metrics-port',
+          String(port),
+        ],
+        {
+          env: { ...process.env, BATCHGEN_LOG_LEVEL: 'silent' },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
       let stderr = '';
       p.stderr!.on('data', (d) => (stderr += d));
       p.once('exit', (code) => resolve({ code, stderr }));
@@ -188,7 +206,7 @@ test("every command's --help names every option of its parseArgs table", async (
   const errWrite = process.stderr.write;
   process.stderr.write = (() => true) as typeof process.stderr.write; // a command that reports the stop itself
   try {
-    const { COMMANDS } = await import('../src/cli/commands.js');
+    const { COMMANDS } = await import('../../src/cli/commands.js');
     commands = COMMANDS;
     for (const [name, cmd] of Object.entries(COMMANDS)) {
       seen = null;
@@ -210,7 +228,11 @@ test("every command's --help names every option of its parseArgs table", async (
     assert.equal(r.code, 0, `${name} --help: ${r.stderr}`);
     assert.match(r.stdout, new RegExp(`usage: batchgen ${name}\\b`), `${name} --help prints its usage`);
     assert.deepEqual(undocumentedOptions(r.stdout, options), [], `${name} --help leaves out options it takes`);
-    assert.equal(commands[name].redisFlags === true, 'redis' in options && 'prefix' in options && 'hash-tag' in options, `${name}: redisFlags marks exactly the commands that take the Redis flags`);
+    assert.equal(
+      commands[name].redisFlags === true,
+      'redis' in options && 'prefix' in options && 'hash-tag' in options,
+      `${name}: redisFlags marks exactly the commands that take the Redis flags`,
+    );
   }
 });
 
@@ -252,7 +274,11 @@ test('a worker started in the background as the README says stops on SIGTERM to 
   try {
     // the shell prints the background pid ($!), waits for it, then prints its exit status
     const script = `${launcher} worker --model tiny=${model} --engine noop --redis ${redis.url} & echo "pid $!"; wait $!; echo "exit $?"`;
-    const sh = spawn('sh', ['-c', script], { cwd: ROOT, env: { ...process.env, BATCHGEN_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const sh = spawn('sh', ['-c', script], {
+      cwd: ROOT,
+      env: { ...process.env, BATCHGEN_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     sh.stdout!.on('data', (d) => (stdout += d));

@@ -10,14 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { hasRedisServer, startRedisServer, type RedisServer } from './helpers/redis-server.js';
-import { ensureTinyModel, MAIN, runCli, spawnWorker } from './helpers/processes.js';
-import { GenerationClient } from '../src/producer/client.js';
-import { BatchStore } from '../src/shared/batch-store.js';
-import { deleteDecision } from '../src/shared/batch-admin.js';
-import { jobIdOf, Keyspace } from '../src/shared/keys.js';
-import { progressWrite } from '../src/cli/common.js';
-import { watchLine } from '../src/cli/watch.js';
+import { hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { ensureTinyModel, MAIN, runCli, spawnWorker } from '../helpers/processes.js';
+import { GenerationClient } from '../../src/producer/client.js';
+import { BatchStore } from '../../src/shared/batch-store.js';
+import { deleteDecision } from '../../src/shared/batch-admin.js';
+import { jobIdOf, Keyspace } from '../../src/shared/keys.js';
+import { progressWrite } from '../../src/cli/common.js';
+import { watchLine } from '../../src/cli/watch.js';
 
 const skip = !hasRedisServer() && 'redis-server is not installed';
 let server: RedisServer;
@@ -37,7 +37,8 @@ after(async () => {
   await server.stop();
 });
 
-const requests = (n: number, tag = 'r') => Array.from({ length: n }, (_, i) => ({ custom_id: `${tag}${i}`, model: 'tiny', prompt: `hello ${i}`, max_new_tokens: 4 }));
+const requests = (n: number, tag = 'r') =>
+  Array.from({ length: n }, (_, i) => ({ custom_id: `${tag}${i}`, model: 'tiny', prompt: `hello ${i}`, max_new_tokens: 4 }));
 
 async function submit(batchId: string, n: number): Promise<{ client: GenerationClient; key: string }> {
   const client = await GenerationClient.connect({ redisUrl: server.url, models: [{ name: 'tiny', dir: model }] });
@@ -85,12 +86,18 @@ test('list: every batch once, newest first, across pages; an expired record leav
 
   const r = runCli(['list', '--json', '--redis', server.url]);
   assert.equal(r.code, 0, r.stderr);
-  const list = JSON.parse(r.stdout) as { object: string; data: { id: string; status: string; created_at: number; request_counts: { total: number } }[] };
+  const list = JSON.parse(r.stdout) as {
+    object: string;
+    data: { id: string; status: string; created_at: number; request_counts: { total: number } }[];
+  };
   assert.equal(list.object, 'list');
   const listed = list.data.map((b) => b.id).filter((id) => id.startsWith('listed-'));
   assert.equal(listed.length, 449);
   assert.equal(new Set(listed).size, 449, 'each batch once');
-  assert.deepEqual([...listed].sort(), ids.filter((id) => id !== 'listed-007'));
+  assert.deepEqual(
+    [...listed].sort(),
+    ids.filter((id) => id !== 'listed-007'),
+  );
   for (let i = 1; i < list.data.length; i++) assert.ok(list.data[i - 1].created_at >= list.data[i].created_at, 'newest first');
   assert.equal(await redis.zscore(keys.batches(), 'listed-007'), null, 'the expired entry left the index');
 
@@ -105,7 +112,10 @@ test('list: every batch once, newest first, across pages; an expired record leav
   const newest = list.data.slice(0, 2).map((b) => b.id);
   for (const id of newest) await redis.del(keys.batch(id).record);
   const limited = JSON.parse(runCli(['list', '--json', '--limit', '3', '--redis', server.url]).stdout) as { data: { id: string }[] };
-  assert.deepEqual(limited.data.map((b) => b.id), list.data.slice(2, 5).map((b) => b.id));
+  assert.deepEqual(
+    limited.data.map((b) => b.id),
+    list.data.slice(2, 5).map((b) => b.id),
+  );
   for (const id of ids) await store.redis.unlink(...Object.values(keys.batch(id)));
   await redis.del(keys.batches());
 });
@@ -119,7 +129,10 @@ test('delete --force: waiting, delayed and prioritized jobs and every key of the
   const q = queueOf(key);
   try {
     // one job delayed and one prioritized, as retries and priorities leave them
-    for (const [cid, opts] of [['r1', { delay: 3_600_000 }], ['r2', { priority: 3 }]] as const) {
+    for (const [cid, opts] of [
+      ['r1', { delay: 3_600_000 }],
+      ['r2', { priority: 3 }],
+    ] as const) {
       const job = (await q.getJob(jobIdOf('doomed', cid)))!;
       assert.equal(await q.remove(job.id!), 1);
       await q.add('gen', job.data, { jobId: job.id, removeOnComplete: true, removeOnFail: true, ...opts });
@@ -136,10 +149,17 @@ test('delete --force: waiting, delayed and prioritized jobs and every key of the
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /batch doomed deleted \(in_progress\): 12 queued job\(s\) removed/);
     assert.deepEqual(await keysWith('doomed'), [], 'no key of the batch is left');
-    assert.deepEqual(await q.getJobCounts('wait', 'delayed', 'prioritized'), { wait: 5, delayed: 0, prioritized: 0 }, 'only the other batch is queued');
+    assert.deepEqual(
+      await q.getJobCounts('wait', 'delayed', 'prioritized'),
+      { wait: 5, delayed: 0, prioritized: 0 },
+      'only the other batch is queued',
+    );
     assert.equal((await other.status()).counts.total, 5, 'the other batch is untouched');
     const list = JSON.parse(runCli(['list', '--json', '--redis', server.url]).stdout) as { data: { id: string }[] };
-    assert.deepEqual(list.data.map((b) => b.id), ['kept']);
+    assert.deepEqual(
+      list.data.map((b) => b.id),
+      ['kept'],
+    );
 
     const again = runCli(['delete', 'doomed', '--redis', server.url]);
     assert.equal(again.code, 1);
@@ -172,7 +192,10 @@ test('delete: a running job is refused without --force; with --force its keys go
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: 1 request\(s\) were running on a worker/);
     assert.deepEqual(await client.store.get('busy'), null, 'the record is gone');
-    assert.ok((await keysWith('busy')).every((k) => k.includes(active.id!)), 'only the running job is left');
+    assert.ok(
+      (await keysWith('busy')).every((k) => k.includes(active.id!)),
+      'only the running job is left',
+    );
 
     await active.moveToCompleted('done', 'tok', false); // the worker finishes it (removeOnComplete)
     assert.deepEqual(await keysWith('busy'), [], 'no key of the batch is left');
@@ -192,9 +215,12 @@ test('cancel of a large batch removes its waiting jobs in chunks and shows progr
   try {
     const r = runCli(['cancel', 'big', '--redis', server.url]);
     assert.equal(r.code, 0, r.stderr);
-    const steps = [...r.stderr.matchAll(/cancelling big: \[[#.]+\] (\d+)\/1500 requests looked at, (\d+) waiting job\(s\) removed/g)].map((m) => [Number(m[1]), Number(m[2])]);
+    const steps = [...r.stderr.matchAll(/cancelling big: \[[#.]+\] (\d+)\/1500 requests looked at, (\d+) waiting job\(s\) removed/g)].map(
+      (m) => [Number(m[1]), Number(m[2])],
+    );
     assert.ok(steps.length >= 2, `progress in several chunks:\n${r.stderr}`);
-    for (let i = 1; i < steps.length; i++) assert.ok(steps[i][0] > steps[i - 1][0] && steps[i][1] >= steps[i - 1][1], 'progress only goes forward');
+    for (let i = 1; i < steps.length; i++)
+      assert.ok(steps[i][0] > steps[i - 1][0] && steps[i][1] >= steps[i - 1][1], 'progress only goes forward');
     assert.deepEqual(steps.at(-1), [1500, 1500]);
     assert.match(r.stdout, /batch big: cancelled \(1500 cancelled/);
     assert.equal((await q.getJobCounts('wait')).wait, 0);
@@ -208,17 +234,28 @@ test('cancel of a large batch removes its waiting jobs in chunks and shows progr
 // ---- status --watch ----
 
 test('watchLine: status, bar and counts of a record', () => {
-  const line = watchLine({ id: 'b', status: 'in_progress', counts: { total: 4, completed: 1, failed: 1, cancelled: 0, rejected: 0 } } as Parameters<typeof watchLine>[0]);
+  const line = watchLine({
+    id: 'b',
+    status: 'in_progress',
+    counts: { total: 4, completed: 1, failed: 1, cancelled: 0, rejected: 0 },
+  } as Parameters<typeof watchLine>[0]);
   assert.match(line, /^batch b: in_progress \[#+\.+\] 2\/4 \(1 completed, 1 failed, 0 cancelled\)$/);
 });
 
 test('status --watch without a terminal: one line per change until the batch is finished, then the status', { skip }, async () => {
   const { client } = await submit('watched', 6);
-  const watch = spawn(process.execPath, [MAIN, 'status', 'watched', '--watch', '--redis', server.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const watch = spawn(process.execPath, [MAIN, 'status', 'watched', '--watch', '--redis', server.url], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   watch.stderr!.on('data', (d) => (stderr += d));
-  const firstLine = new Promise<void>((res) => watch.stdout!.on('data', (d) => ((stdout += d), stdout.includes('\n') && res())));
+  const firstLine = new Promise<void>((res) =>
+    watch.stdout!.on('data', (d) => {
+      stdout += d;
+      if (stdout.includes('\n')) res();
+    }),
+  );
   const exited = new Promise<number | null>((res) => watch.once('exit', (code) => res(code)));
   await firstLine; // the watch has seen the batch waiting; a worker now runs it
   const worker = spawnWorker(server.url, [`tiny=${model}`], ['--engine', 'noop']);

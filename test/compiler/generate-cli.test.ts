@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { generateRows, loadModel, makeModel } from '../src/compiler/index.js';
-import { resolveParams } from '../src/shared/params.js';
+import { generateRows, loadModel, makeModel } from '../../src/compiler/index.js';
+import { resolveParams } from '../../src/shared/params.js';
 
-const bin = fileURLToPath(new URL('../../bin/batchgen.js', import.meta.url));
+const bin = fileURLToPath(new URL('../../../bin/batchgen.js', import.meta.url));
 let dir: string;
 
 function cli(args: string[]) {
@@ -29,7 +29,10 @@ test('generate --json: one line per prompt, the same tokens as the in-process AP
   const prompts = ['TensorFlow is', 'A much longer prompt that lands in the same padded batch as the short one'];
   const r = cli([...prompts.flatMap((p) => ['--prompt', p]), '--max-new-tokens', '6', '--repetition-penalty', '1.2', '--json']);
   assert.equal(r.code, 0, r.err);
-  const lines = r.out.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = r.out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(lines.length, 2);
   assert.deepEqual(lines[0].prompt_token_ids, [51, 22854, 37535, 318]);
 
@@ -37,7 +40,10 @@ test('generate --json: one line per prompt, the same tokens as the in-process AP
   try {
     const params = resolveParams({ max_new_tokens: 6, repetition_penalty: 1.2 }, model.defaults);
     const encoded = await Promise.all(prompts.map((p) => model.folder.tokenizer.encode(p)));
-    const expected = await generateRows(model, encoded.map((promptIds) => ({ promptIds, params })));
+    const expected = await generateRows(
+      model,
+      encoded.map((promptIds) => ({ promptIds, params })),
+    );
     for (let i = 0; i < prompts.length; i++) {
       assert.equal(lines[i].prompt, prompts[i]);
       assert.deepEqual(lines[i].prompt_token_ids, encoded[i]);
@@ -70,14 +76,20 @@ test('generate: a prompt longer than half the context runs; one that does not fi
   const long = Array.from({ length: 67 }, () => ' a').join(''); // 67 tokens
   const r = cli(['--prompt', long, '--max-new-tokens', '4', '--json']);
   assert.equal(r.code, 0, r.err);
-  const [line] = r.out.trim().split('\n').map((l) => JSON.parse(l));
+  const [line] = r.out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(line.prompt_token_ids.length, 67);
   assert.ok(line.token_ids.length >= 1 && line.token_ids.length <= 4);
   const tooLong = cli(['--prompt', long, '--max-new-tokens', '62']);
   assert.equal(tooLong.code, 1);
   assert.equal(tooLong.out, '');
   assert.equal(tooLong.err.trim().split('\n').length, 1, tooLong.err);
-  assert.match(tooLong.err, /^batchgen generate: error \[context_length_exceeded\]: prompt of 67 tokens plus max_new_tokens 62 exceeds the model's context of 128/);
+  assert.match(
+    tooLong.err,
+    /^batchgen generate: error \[context_length_exceeded\]: prompt of 67 tokens plus max_new_tokens 62 exceeds the model's context of 128/,
+  );
 });
 
 test('generate --stop: the text ends before the stop string, finish_reason stop', () => {

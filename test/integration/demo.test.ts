@@ -4,10 +4,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { hasRedisServer } from './helpers/redis-server.js';
-import { runCli } from './helpers/processes.js';
+import { hasRedisServer } from '../helpers/redis-server.js';
+import { runCli } from '../helpers/processes.js';
 
-test('demo: private Redis, random model, two workers, summary, cleanup', { skip: !hasRedisServer() && 'redis-server is not installed', timeout: 300_000 }, () => {
+test('demo: private Redis, random model, two workers, summary, cleanup', {
+  skip: !hasRedisServer() && 'redis-server is not installed',
+  timeout: 300_000,
+}, () => {
   const dir = mkdtempSync(join(tmpdir(), 'batchgen-demo-test-'));
   const before = new Set(readdirSync(tmpdir()).filter((f) => f.startsWith('batchgen-demo-') && !f.startsWith('batchgen-demo-test-')));
   try {
@@ -27,7 +30,9 @@ test('demo: private Redis, random model, two workers, summary, cleanup', { skip:
     const lines = readFileSync(out, 'utf8').trim().split('\n');
     assert.equal(lines.length, 40);
     // the demo's temporary folder (model, redis dir, logs) is gone
-    const after = readdirSync(tmpdir()).filter((f) => f.startsWith('batchgen-demo-') && !f.startsWith('batchgen-demo-test-') && !before.has(f));
+    const after = readdirSync(tmpdir()).filter(
+      (f) => f.startsWith('batchgen-demo-') && !f.startsWith('batchgen-demo-test-') && !before.has(f),
+    );
     assert.deepEqual(after, []);
   } finally {
     rmSync(dir, { recursive: true, force: true });

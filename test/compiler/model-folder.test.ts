@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readSafetensors, writeSafetensors, type FloatTensor } from '../src/compiler/safetensors.js';
-import { readModelFolder } from '../src/compiler/model-folder.js';
-import { makeModel } from '../src/compiler/make-model.js';
-import { makeModelCommand } from '../src/cli/make-model.js';
-import { ModelFormatError } from '../src/shared/errors.js';
+import { readSafetensors, writeSafetensors, type FloatTensor } from '../../src/compiler/safetensors.js';
+import { readModelFolder } from '../../src/compiler/model-folder.js';
+import { makeModel } from '../../src/compiler/make-model.js';
+import { makeModelCommand } from '../../src/cli/make-model.js';
+import { ModelFormatError } from '../../src/shared/errors.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'batchgen-model-'));
 let counter = 0;
@@ -68,7 +68,7 @@ function rawSafetensors(file: string, header: unknown, data: Uint8Array): void {
 
 test('safetensors round trip: F32 exact, F16 and BF16 rounded to nearest even', () => {
   const file = path.join(tmp(), 'x.safetensors');
-  const values = [0, -0, 1, -2.5, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 65519, 65520, 1e-8, 3.14159];
+  const values = [0, -0, 1, -2.5, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 65519, 65520, 1e-8, Math.PI];
   const src = new Float32Array(values);
   writeSafetensors(
     file,
@@ -137,7 +137,11 @@ test('safetensors: bad headers and offsets are refused', () => {
   const f = path.join(dir, 'bad.safetensors');
   rawSafetensors(f, { a: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 12] } }, new Uint8Array(16));
   throwsFormat(() => readSafetensors(f), f, /hold 12 bytes, but F32 \[2, 2\] needs 16/);
-  rawSafetensors(f, { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, new Uint8Array(16));
+  rawSafetensors(
+    f,
+    { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } },
+    new Uint8Array(16),
+  );
   throwsFormat(() => readSafetensors(f), f, /overlap/);
   rawSafetensors(f, { a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4));
   throwsFormat(() => readSafetensors(f), f, /shape/);
@@ -205,7 +209,7 @@ test('Hugging Face layouts: transformer. prefix, attn.bias / masked_bias buffers
   const dir = copyModel();
   editWeights(dir, (t) => {
     for (const name of Object.keys(t)) {
-      t['transformer.' + name] = t[name];
+      t[`transformer.${name}`] = t[name];
       delete t[name];
     }
     for (const i of [0, 1]) {
@@ -228,10 +232,27 @@ test('the layout of the real openai-community/gpt2 folder (no prefix, attn.bias 
     for (const i of [0, 1]) t[`h.${i}.attn.bias`] = { dtype: 'F32', shape: [1, 1, 32, 32], data: new Float32Array(32 * 32) };
   });
   const hf = {
-    activation_function: 'gelu_new', architectures: ['GPT2LMHeadModel'], attn_pdrop: 0.1, bos_token_id: 50256, embd_pdrop: 0.1,
-    eos_token_id: 50256, initializer_range: 0.02, layer_norm_epsilon: 1e-5, model_type: 'gpt2', n_ctx: 32, n_embd: E, n_head: 2,
-    n_layer: 2, n_positions: 32, resid_pdrop: 0.1, summary_activation: null, summary_first_dropout: 0.1, summary_proj_to_labels: true,
-    summary_type: 'cls_index', summary_use_proj: true, task_specific_params: { 'text-generation': { do_sample: true, max_length: 50 } },
+    activation_function: 'gelu_new',
+    architectures: ['GPT2LMHeadModel'],
+    attn_pdrop: 0.1,
+    bos_token_id: 50256,
+    embd_pdrop: 0.1,
+    eos_token_id: 50256,
+    initializer_range: 0.02,
+    layer_norm_epsilon: 1e-5,
+    model_type: 'gpt2',
+    n_ctx: 32,
+    n_embd: E,
+    n_head: 2,
+    n_layer: 2,
+    n_positions: 32,
+    resid_pdrop: 0.1,
+    summary_activation: null,
+    summary_first_dropout: 0.1,
+    summary_proj_to_labels: true,
+    summary_type: 'cls_index',
+    summary_use_proj: true,
+    task_specific_params: { 'text-generation': { do_sample: true, max_length: 50 } },
     vocab_size: 50257,
   };
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hf));
@@ -327,10 +348,31 @@ test('generation_config.json: eos list, pad, parameters, unknown keys; absent fi
   const gen = path.join(dir, 'generation_config.json');
   fs.writeFileSync(
     gen,
-    JSON.stringify({ eos_token_id: [50256, 198], max_new_tokens: 40, do_sample: true, top_k: 20, top_p: 0.9, temperature: 0.7, num_beams: 1, early_stopping: 'never', max_length: 99, transformers_version: 'x' }),
+    JSON.stringify({
+      eos_token_id: [50256, 198],
+      max_new_tokens: 40,
+      do_sample: true,
+      top_k: 20,
+      top_p: 0.9,
+      temperature: 0.7,
+      num_beams: 1,
+      early_stopping: 'never',
+      max_length: 99,
+      transformers_version: 'x',
+    }),
   );
   let m = await readModelFolder(dir);
-  assert.deepEqual(m.defaults, { eos_token_id: [50256, 198], pad_token_id: 50256, max_new_tokens: 40, do_sample: true, top_k: 20, top_p: 0.9, temperature: 0.7, num_beams: 1, early_stopping: 'never' });
+  assert.deepEqual(m.defaults, {
+    eos_token_id: [50256, 198],
+    pad_token_id: 50256,
+    max_new_tokens: 40,
+    do_sample: true,
+    top_k: 20,
+    top_p: 0.9,
+    temperature: 0.7,
+    num_beams: 1,
+    early_stopping: 'never',
+  });
 
   fs.writeFileSync(gen, JSON.stringify({ eos_token_id: 198, pad_token_id: 0 }));
   m = await readModelFolder(dir);
@@ -359,8 +401,14 @@ async function runCli(argv: string[]): Promise<{ code: number; out: string; err:
   let err = '';
   const ow = process.stdout.write.bind(process.stdout);
   const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
+  process.stdout.write = ((s: string) => {
+    out += s;
+    return true;
+  }) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => {
+    err += s;
+    return true;
+  }) as typeof process.stderr.write;
   try {
     return { code: await makeModelCommand(argv), out, err };
   } finally {
@@ -371,7 +419,22 @@ async function runCli(argv: string[]): Promise<{ code: number; out: string; err:
 
 test('make-model command: writes a folder and prints it; bad flags are exit code 2 with a message', async () => {
   const dir = path.join(tmp(), 'm');
-  const ok = await runCli(['--out', dir, '--layers', '1', '--embd', '8', '--heads', '2', '--positions', '8', '--vocab', '300', '--dtype', 'bf16']);
+  const ok = await runCli([
+    '--out',
+    dir,
+    '--layers',
+    '1',
+    '--embd',
+    '8',
+    '--heads',
+    '2',
+    '--positions',
+    '8',
+    '--vocab',
+    '300',
+    '--dtype',
+    'bf16',
+  ]);
   assert.equal(ok.code, 0, ok.err);
   assert.equal(ok.out.trim(), dir);
   const m = await readModelFolder(dir);

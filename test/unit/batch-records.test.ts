@@ -1,10 +1,10 @@
 /** Pure pieces of batch records and results files: fingerprints, progress rate, output lines, the batch object. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { canonicalJson, requestEndpointOf, requestFingerprint, requestFormOf } from '../src/producer/request-identity.js';
-import { etaMs, slidingRate, trimSamples } from '../src/cli/progress.js';
-import { formatOpenAIErrorLine, formatResultLine, formatSettledLine, toOpenAIBatch } from '../src/shared/output.js';
-import type { ResultRecord } from '../src/shared/schemas.js';
+import { canonicalJson, requestEndpointOf, requestFingerprint, requestFormOf } from '../../src/producer/request-identity.js';
+import { etaMs, slidingRate, trimSamples } from '../../src/cli/progress.js';
+import { formatOpenAIErrorLine, formatResultLine, formatSettledLine, toOpenAIBatch } from '../../src/shared/output.js';
+import type { ResultRecord } from '../../src/shared/schemas.js';
 
 test('fingerprint: key order and whitespace do not matter, any change of content does', () => {
   const a = { custom_id: 'r1', model: 'tiny', prompt: 'hi', max_new_tokens: 4, stop: ['x', 'y'] };

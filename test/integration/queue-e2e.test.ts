@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { hasRedisServer, startRedisServer, type RedisServer } from './helpers/redis-server.js';
-import { ensureTinyModel, runCli, spawnWorker, type WorkerProcess } from './helpers/processes.js';
-import { GenerationClient } from '../src/producer/client.js';
-import { Keyspace } from '../src/shared/keys.js';
+import { hasRedisServer, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { ensureTinyModel, runCli, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
+import { GenerationClient } from '../../src/producer/client.js';
+import { Keyspace } from '../../src/shared/keys.js';
 
 const skip = !hasRedisServer() && 'redis-server is not installed';
 let redis: RedisServer;
@@ -31,7 +31,23 @@ after(async () => {
   await redis?.stop();
 });
 
-const WORDS = ['the', 'model', 'queue', 'tensor', 'compiles', 'once', 'and', 'runs', 'many', 'batches', 'of', 'text', 'shapes', 'stay', 'static'];
+const WORDS = [
+  'the',
+  'model',
+  'queue',
+  'tensor',
+  'compiles',
+  'once',
+  'and',
+  'runs',
+  'many',
+  'batches',
+  'of',
+  'text',
+  'shapes',
+  'stay',
+  'static',
+];
 
 function prompt(i: number): string {
   // lengths from 2 to ~40 tokens: buckets 16, 32 and 64
@@ -39,9 +55,15 @@ function prompt(i: number): string {
   return Array.from({ length: n }, (_, j) => WORDS[(i * 31 + j * 17) % WORDS.length]).join(' ');
 }
 
-test('300 mixed requests through two worker processes: one result each, greedy equals generate, no retrace', { skip, timeout: 600_000 }, async () => {
+test('300 mixed requests through two worker processes: one result each, greedy equals generate, no retrace', {
+  skip,
+  timeout: 600_000,
+}, async () => {
   const models = [`tiny=${model}`];
-  workers.push(spawnWorker(redis.url, models, ['--prefix', 'e2e', '--id', 'w1']), spawnWorker(redis.url, models, ['--prefix', 'e2e', '--id', 'w2']));
+  workers.push(
+    spawnWorker(redis.url, models, ['--prefix', 'e2e', '--id', 'w1']),
+    spawnWorker(redis.url, models, ['--prefix', 'e2e', '--id', 'w2']),
+  );
   const requests: Record<string, unknown>[] = [];
   const greedy: { id: string; prompt: string }[] = [];
   for (let i = 0; i < 300; i++) {
@@ -51,14 +73,33 @@ test('300 mixed requests through two worker processes: one result each, greedy e
       requests.push({ custom_id: `g${i}`, model: 'tiny', prompt: p, max_new_tokens: 8 });
       greedy.push({ id: `g${i}`, prompt: p });
     } else if (kind < 8) {
-      requests.push({ custom_id: `s${i}`, model: 'tiny', prompt: p, max_new_tokens: 6, do_sample: true, top_p: 0.9, temperature: 0.8, seed: i });
+      requests.push({
+        custom_id: `s${i}`,
+        model: 'tiny',
+        prompt: p,
+        max_new_tokens: 6,
+        do_sample: true,
+        top_p: 0.9,
+        temperature: 0.8,
+        seed: i,
+      });
     } else if (kind < 9) {
       requests.push({ custom_id: `b${i}`, model: 'tiny', prompt: p, max_new_tokens: 5, num_beams: 2 });
     } else {
-      requests.push({ custom_id: `o${i}`, method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: p, max_tokens: 6, temperature: 0 } });
+      requests.push({
+        custom_id: `o${i}`,
+        method: 'POST',
+        url: '/v1/completions',
+        body: { model: 'tiny', prompt: p, max_tokens: 6, temperature: 0 },
+      });
     }
   }
-  const client = await GenerationClient.connect({ redisUrl: redis.url, prefix: 'e2e', models: [{ name: 'tiny', dir: model }], logger: pino({ level: 'silent' }) });
+  const client = await GenerationClient.connect({
+    redisUrl: redis.url,
+    prefix: 'e2e',
+    models: [{ name: 'tiny', dir: model }],
+    logger: pino({ level: 'silent' }),
+  });
   try {
     const h = await client.submitBatch(requests, { batchId: 'mixed300' });
     assert.equal(h.report!.enqueued, 300);
@@ -83,7 +124,11 @@ test('300 mixed requests through two worker processes: one result each, greedy e
     const sample = greedy.filter((_, i) => i % 6 === 0).slice(0, 24);
     const gen = runCli(['generate', '--model', model, '--max-new-tokens', '8', '--json', ...sample.flatMap((g) => ['--prompt', g.prompt])]);
     assert.equal(gen.code, 0, gen.stderr);
-    const lines = gen.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    const lines = gen.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
     assert.equal(lines.length, sample.length);
     sample.forEach((g, i) => {
       const r = byId.get(g.id)!;
@@ -106,7 +151,10 @@ test('300 mixed requests through two worker processes: one result each, greedy e
       assert.equal(s.duplicates, 0);
     }
     assert.equal(stats[0].jobs_completed + stats[1].jobs_completed, 300 + again.length);
-    assert.ok(stats.every((s) => s.jobs_completed > 0), 'both workers served jobs');
+    assert.ok(
+      stats.every((s) => s.jobs_completed > 0),
+      'both workers served jobs',
+    );
     for (const w of workers) {
       const warm = w.logs.findIndex((l) => l.msg === 'key warm');
       const firstBatch = w.logs.findIndex((l) => l.msg === 'batch started');

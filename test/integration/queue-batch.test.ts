@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
-import { hasRedisServer, startRedisServer, freePort, type RedisServer } from './helpers/redis-server.js';
-import { ensureTinyModel, runCli } from './helpers/processes.js';
-import { GenerationClient } from '../src/producer/client.js';
-import { BatchWorker } from '../src/worker/worker.js';
-import { BatchgenError } from '../src/shared/errors.js';
-import { Keyspace } from '../src/shared/keys.js';
+import { hasRedisServer, startRedisServer, freePort, type RedisServer } from '../helpers/redis-server.js';
+import { ensureTinyModel, runCli } from '../helpers/processes.js';
+import { GenerationClient } from '../../src/producer/client.js';
+import { BatchWorker } from '../../src/worker/worker.js';
+import { BatchgenError } from '../../src/shared/errors.js';
+import { Keyspace } from '../../src/shared/keys.js';
 
 const skip = !hasRedisServer() && 'redis-server is not installed';
 let redis: RedisServer;
@@ -73,7 +73,10 @@ test('invalid requests are reported by custom_id and line; the rest of the batch
     });
     const st = await h.status();
     assert.equal(st.status, 'in_progress');
-    assert.deepEqual({ total: st.counts.total, failed: st.counts.failed, completed: st.counts.completed, rejected: st.counts.rejected }, { total: 8, failed: 6, completed: 0, rejected: 1 });
+    assert.deepEqual(
+      { total: st.counts.total, failed: st.counts.failed, completed: st.counts.completed, rejected: st.counts.rejected },
+      { total: 8, failed: 6, completed: 0, rejected: 1 },
+    );
     const errs = await h.errors();
     assert.deepEqual(
       errs.map((e) => e.line),
@@ -91,7 +94,10 @@ test('resubmitting a batch adds no job; cancel removes waiting jobs and the stat
   try {
     const h1 = await c.submitBatch(reqs, { batchId: 'b' });
     assert.equal(h1.report!.enqueued, 20);
-    const q = new Queue('greedy', { connection: { url: redis.url }, prefix: new Keyspace({ prefix: 't2' }).queue('tiny:p16:n16:greedy').bullPrefix });
+    const q = new Queue('greedy', {
+      connection: { url: redis.url },
+      prefix: new Keyspace({ prefix: 't2' }).queue('tiny:p16:n16:greedy').bullPrefix,
+    });
     assert.equal(await q.getWaitingCount(), 20);
     const h2 = await c.submitBatch(reqs, { batchId: 'b' });
     assert.equal(await q.getWaitingCount(), 20);
@@ -115,8 +121,24 @@ test('resubmitting a batch adds no job; cancel removes waiting jobs and the stat
 test('a running batch: cancel lets running jobs finish, then cancelled; results, progress and generate()', { skip }, async () => {
   const c = await client('t3');
   const lines: string[] = [];
-  const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _e, cb) => (lines.push(String(chunk)), cb()) }));
-  const w = new BatchWorker({ redisUrl: redis.url, prefix: 't3', models: [{ name: 'tiny', dir: model }], engine: 'noop', logger, faults: { runDelayMs: 300 }, registryRefreshMs: 50 });
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write: (chunk, _e, cb) => {
+        lines.push(String(chunk));
+        cb();
+      },
+    }),
+  );
+  const w = new BatchWorker({
+    redisUrl: redis.url,
+    prefix: 't3',
+    models: [{ name: 'tiny', dir: model }],
+    engine: 'noop',
+    logger,
+    faults: { runDelayMs: 300 },
+    registryRefreshMs: 50,
+  });
   try {
     await w.start();
     const g = await c.generate({ model: 'tiny', prompt: 'hello', max_new_tokens: 3 }, { timeoutMs: 20_000 });
@@ -130,7 +152,8 @@ test('a running batch: cancel lets running jobs finish, then cancelled; results,
     const first = await h.wait({ onProgress: (r) => seen.push(r.counts.completed), timeoutMs: 1 }).catch(() => null);
     assert.equal(first, null);
     // let a batch start, then cancel
-    for (let i = 0; i < 100 && !lines.some((l) => l.includes('"batch started"') && l.includes('run1/')); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && !lines.some((l) => l.includes('"batch started"') && l.includes('run1/')); i++)
+      await new Promise((r) => setTimeout(r, 20));
     const rec = await h.cancel();
     assert.ok(['cancelling', 'cancelled'].includes(rec.status), rec.status);
     const done = await h.wait({ timeoutMs: 20_000 });
@@ -164,11 +187,22 @@ test('a running batch: cancel lets running jobs finish, then cancelled; results,
 test('the worker warns when Redis may evict keys', { skip }, async () => {
   const evicting = await startRedisServer(['--maxmemory-policy', 'allkeys-lru']);
   const lines: string[] = [];
-  const logger = pino({ level: 'warn' }, new Writable({ write: (chunk, _e, cb) => (lines.push(String(chunk)), cb()) }));
+  const logger = pino(
+    { level: 'warn' },
+    new Writable({
+      write: (chunk, _e, cb) => {
+        lines.push(String(chunk));
+        cb();
+      },
+    }),
+  );
   const w = new BatchWorker({ redisUrl: evicting.url, models: [{ name: 'tiny', dir: model }], engine: 'noop', logger });
   try {
     await w.start();
-    assert.ok(lines.some((l) => l.includes('maxmemory-policy') && l.includes('allkeys-lru')), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => l.includes('maxmemory-policy') && l.includes('allkeys-lru')),
+      lines.join('\n'),
+    );
   } finally {
     await w.stop();
     await evicting.stop();
@@ -200,7 +234,7 @@ test('CLI submit: bad JSONL lines come back in the errors file with their line n
   const input = join(tmp, 'mixed.jsonl');
   writeFileSync(
     input,
-    [
+    `${[
       JSON.stringify({ custom_id: 'a', model: 'tiny', prompt: 'fine', max_new_tokens: 2 }),
       '{"custom_id": "broken", ',
       JSON.stringify({ model: 'tiny', prompt: 'no id' }),
@@ -209,13 +243,29 @@ test('CLI submit: bad JSONL lines come back in the errors file with their line n
       JSON.stringify({ custom_id: 'a', model: 'tiny', prompt: 'again' }),
       JSON.stringify({ custom_id: 'c', method: 'POST', url: '/v1/completions', body: { model: 'tiny', prompt: 'x', logprobs: 1 } }),
       JSON.stringify({ custom_id: 'd', model: 'tiny', prompt: 'x', max_tokens: 3 }),
-    ].join('\n') + '\n',
+    ].join('\n')}\n`,
   );
   const errFile = join(tmp, 'errors.jsonl');
-  const r = runCli(['submit', input, '--model', `tiny=${model}`, '--redis', redis.url, '--prefix', 't6', '--batch-id', 'cli1', '--errors', errFile]);
+  const r = runCli([
+    'submit',
+    input,
+    '--model',
+    `tiny=${model}`,
+    '--redis',
+    redis.url,
+    '--prefix',
+    't6',
+    '--batch-id',
+    'cli1',
+    '--errors',
+    errFile,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'cli1');
-  const errs = readFileSync(errFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const errs = readFileSync(errFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.deepEqual(
     errs.map((e) => [e.line, e.custom_id, e.error.code]),
     [
@@ -256,12 +306,27 @@ test('CLI plan-buckets proposes buckets and compares with powers of two', { skip
 });
 
 test('a worker holds no more keys once its variants fill the cache budget, and never evicts', { skip }, async () => {
-  const { createNoopEngine } = await import('../src/worker/engine.js');
+  const { createNoopEngine } = await import('../../src/worker/engine.js');
   const noop = await createNoopEngine();
   let bytes = 0;
-  const engine = { ...noop, compile: async (...a: Parameters<typeof noop.compile>) => ((bytes += 100), noop.compile(...a)), stats: () => ({ compiles: bytes / 100, retraces: 0, evictions: 0, bytes }) };
+  const engine = {
+    ...noop,
+    compile: async (...a: Parameters<typeof noop.compile>) => {
+      bytes += 100;
+      return noop.compile(...a);
+    },
+    stats: () => ({ compiles: bytes / 100, retraces: 0, evictions: 0, bytes }),
+  };
   const lines: string[] = [];
-  const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _e, cb) => (lines.push(String(chunk)), cb()) }));
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write: (chunk, _e, cb) => {
+        lines.push(String(chunk));
+        cb();
+      },
+    }),
+  );
   const w = new BatchWorker({
     redisUrl: redis.url,
     prefix: 't8',
@@ -283,7 +348,15 @@ test('a worker holds no more keys once its variants fill the cache budget, and n
 
 test('worker metrics: Prometheus text at /metrics, including retraces and compiles', { skip }, async () => {
   const port = await freePort();
-  const w = new BatchWorker({ redisUrl: redis.url, prefix: 't9', models: [{ name: 'tiny', dir: model }], engine: 'noop', logger: quiet, metricsPort: port, keys: ['tiny:p16:n16:greedy'] });
+  const w = new BatchWorker({
+    redisUrl: redis.url,
+    prefix: 't9',
+    models: [{ name: 'tiny', dir: model }],
+    engine: 'noop',
+    logger: quiet,
+    metricsPort: port,
+    keys: ['tiny:p16:n16:greedy'],
+  });
   const c = await client('t9');
   try {
     await w.start();
