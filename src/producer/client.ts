@@ -44,31 +44,64 @@ import type { NumberedLine } from './jsonl.js';
 import { requestEndpointOf, requestFingerprint, requestFormOf } from './request-identity.js';
 
 export interface GenerationClientOptions extends KeyspaceOptions {
-  /** Redis URL. Default: REDIS_URL, else redis://127.0.0.1:6379. */
+  /**
+   * Redis URL (`redis://` or `rediss://`, with user and password when Redis asks for them).
+   * @defaultValue REDIS_URL, else `redis://127.0.0.1:6379`
+   */
   redisUrl?: string;
-  /** The models requests may name (their folders give the tokenizer and the limits). Default: none. */
+  /**
+   * The models requests may name (their folders give the tokenizer and the limits).
+   * @defaultValue none: every request then fails with `unknown_model`
+   */
   models?: ModelSpec[];
-  /** Bucket policies for prompt lengths and max_new_tokens. Default: powers of two from 16. */
+  /**
+   * Bucket policies for prompt lengths and max_new_tokens.
+   * @defaultValue powers of two from 16, for both
+   */
   buckets?: BucketPolicies;
-  /** Attempts per job; transient failures are retried with exponential backoff. Default 3. */
+  /**
+   * Attempts per job; transient failures are retried with exponential backoff.
+   * @defaultValue 3
+   */
   attempts?: number;
-  /** First retry delay in ms (doubled at each attempt). Default 1000. */
+  /**
+   * First retry delay in ms (doubled at each attempt).
+   * @defaultValue 1000
+   */
   backoffMs?: number;
-  /** How long a finished batch is kept, in seconds. Default 7 days (1 hour for generate()). */
+  /**
+   * How long a finished batch is kept, in seconds.
+   * @defaultValue 7 days (`DEFAULT_RETENTION_S`); 1 hour for `generate()`
+   */
   retentionS?: number;
-  /** Requests validated and enqueued per round trip. Default 500. */
+  /**
+   * Requests validated and enqueued per round trip.
+   * @defaultValue 500
+   */
   chunkSize?: number;
-  /** How long connecting to Redis may take. Default 5000 ms. */
+  /**
+   * How long connecting to Redis may take, in ms.
+   * @defaultValue 5000
+   */
   connectTimeoutMs?: number;
+  /**
+   * @defaultValue a child of the root pino logger, component `producer`
+   */
   logger?: Logger;
 }
 
 export interface SubmitOptions {
-  /** Default: a new random id. */
+  /**
+   * The batch id (letters, digits, '.', '_', '-'); submitting again under the same id resumes it.
+   * @defaultValue a new random id (`newBatchId()`)
+   */
   batchId?: string;
   /** Where the requests came from, recorded for people (a file name). */
   input?: string;
-  /** Overrides the client's retention for this batch, in seconds. */
+  /**
+   * How long this batch is kept once finished, in seconds.
+   * @defaultValue the client's `retentionS`
+   */
   retentionS?: number;
 }
 
@@ -114,9 +147,15 @@ export interface GenerateResult extends Omit<NativeResultLine, 'error' | 'seed'>
 export interface WaitOptions {
   /** Called whenever the counts or the status change. */
   onProgress?: (r: BatchRecord) => void;
-  /** Polling interval. Default 200 ms. */
+  /**
+   * Polling interval in ms.
+   * @defaultValue 200
+   */
   pollMs?: number;
-  /** Give up after this long (a BatchgenError). Default: never. */
+  /**
+   * Give up after this many ms, with a BatchgenError `generation_failed` (the batch goes on).
+   * @defaultValue never
+   */
   timeoutMs?: number;
 }
 
@@ -129,6 +168,12 @@ export function newBatchId(): string {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * The producer SDK: validates, tokenizes and enqueues requests on the queues of their compile keys,
+ * and reads batches back. One Redis connection; `close()` when done.
+ *
+ * Every failure a caller can see is a BatchgenError with a stable `code`.
+ */
 export class GenerationClient {
   readonly keys: Keyspace;
   readonly store: BatchStore;
@@ -148,7 +193,11 @@ export class GenerationClient {
     this.log = opts.logger ?? componentLogger('producer');
   }
 
-  /** Loads the model folders (tokenizers, limits) and connects; fails fast when Redis is down. */
+  /**
+   * Loads the model folders (tokenizers, limits) and connects.
+   * @throws BatchgenError `redis_unavailable` when Redis cannot be reached in `connectTimeoutMs`;
+   *   `model_format` when a model folder cannot be read; `invalid_request` for a bad option
+   */
   static async connect(opts: GenerationClientOptions = {}): Promise<GenerationClient> {
     for (const [name, v] of Object.entries({ attempts: opts.attempts, chunkSize: opts.chunkSize })) {
       if (v !== undefined && !(Number.isInteger(v) && v >= 1))
@@ -425,7 +474,11 @@ export class GenerationClient {
     }
   }
 
-  /** Enqueues one request (native form; custom_id optional) and awaits its result. */
+  /**
+   * Enqueues one request (native form; custom_id optional) and awaits its result.
+   * @throws BatchgenError with the request's own error code when it fails validation or generation
+   *   (`invalid_request`, `unknown_model`, `context_length_exceeded`, ...); `generation_failed` on timeout
+   */
   async generate(request: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<GenerateResult> {
     const req = { custom_id: 'r0', ...request };
     const handle = await this.submitBatch([req], {
@@ -524,6 +577,7 @@ function withMeta(parsed: ParsedLine, raw: unknown): MetaLine {
   return { parsed, meta: { fp: requestFingerprint(obj), form: requestFormOf(obj), endpoint: requestEndpointOf(obj) } };
 }
 
+/** A handle on one batch run: its status, results, errors and health, waiting, cancelling. */
 export class BatchHandle {
   constructor(
     private readonly client: GenerationClient,
