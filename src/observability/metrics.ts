@@ -6,6 +6,12 @@
  * The factories return prom-client's own classes (a counter also knows its total, synchronously,
  * for heartbeats and logs), so everything prom-client documents applies: `inc(value)`,
  * `inc(labels, value)`, `set`, `observe(labels, value)`, `collect` at scrape time.
+ *
+ * Moving from the hand-written registry this replaces: `new MetricsRegistry()`, `counter(name,
+ * help)`, `gauge(name, help, read?)`, `histogram(name, help, buckets)`, `inc(by)`, `set(v)`,
+ * `observe(v)` and `total()` are unchanged; labels are declared (`labelNames`, last argument) and
+ * come first (`inc(labels, by)`, was `inc(by, labels)`); `render()` is async; a counter's name must
+ * end in `_total` and no other's may.
  */
 import { createServer, type Server } from 'node:http';
 import {
@@ -43,7 +49,8 @@ export class Counter<T extends string = string> extends PromCounter<T> {
   private sum = 0;
 
   constructor(config: CounterConfiguration<T>) {
-    super({ ...config, enableExemplars: false });
+    // no `registers`: no registry at all (prom-client's default is its global one)
+    super({ registers: [], ...config, enableExemplars: false });
     // prom-client sets `inc` on the instance (its exemplar or plain variant); labels() children call it too
     const inc = this.inc.bind(this) as (labels?: LabelValues<T> | number, value?: number) => void;
     this.inc = ((labelsOrValue?: LabelValues<T> | number, value?: number): void => {

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { register as globalRegistry } from 'prom-client';
-import { MetricsRegistry, serveMetrics } from '../../src/observability/metrics.js';
+import { Counter, MetricsRegistry, serveMetrics } from '../../src/observability/metrics.js';
 import type { Engine } from '../../src/worker/engine.js';
 import { createWorkerMetrics, observeBatch, type MetricSources } from '../../src/worker/metrics.js';
 import type { QueueStat } from '../../src/worker/queue-stats.js';
@@ -36,6 +36,7 @@ test('registry: Prometheus text with HELP, TYPE, escaped labels and histogram bu
   );
   // a second component has its own registry: the same name is no conflict
   new MetricsRegistry().counter('x_total', 'things');
+  new Counter({ name: 'loose_total', help: 'made without a registry' }).inc();
   assert.equal(globalRegistry.getMetricsAsArray().length, globalBefore);
   assert.throws(() => r.counter('x_total', 'again'), /already been registered/);
 });
