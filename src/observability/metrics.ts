@@ -1,132 +1,158 @@
 /**
- * A small metrics registry (counters, gauges, histograms with labels) rendered in Prometheus's text
- * format, and an optional HTTP server that serves it at /metrics.
+ * Metrics on prom-client: a registry per process component (nothing is put on prom-client's global
+ * registry), metric factories that check Prometheus naming conventions, and an HTTP server for
+ * /metrics and /healthz.
+ *
+ * The factories return prom-client's own classes (a counter also knows its total, synchronously,
+ * for heartbeats and logs), so everything prom-client documents applies: `inc(value)`,
+ * `inc(labels, value)`, `set`, `observe(labels, value)`, `collect` at scrape time.
+ *
+ * Moving from the hand-written registry this replaces: `new MetricsRegistry()`, `counter(name,
+ * help)`, `gauge(name, help, read?)`, `histogram(name, help, buckets)`, `inc(by)`, `set(v)`,
+ * `observe(v)` and `total()` are unchanged; labels are declared (`labelNames`, last argument) and
+ * come first (`inc(labels, by)`, was `inc(by, labels)`); `render()` is async; a counter's name must
+ * end in `_total` and no other's may.
  */
 import { createServer, type Server } from 'node:http';
+import {
+  collectDefaultMetrics,
+  Counter as PromCounter,
+  Gauge,
+  Histogram,
+  type CounterConfiguration,
+  type LabelValues,
+  Registry,
+} from 'prom-client';
 
-type Labels = Record<string, string>;
+export { Gauge, Histogram };
 
-function labelKey(labels: Labels): string {
-  const keys = Object.keys(labels).sort();
-  return keys.map((k) => `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',');
+/** Label values of one series. */
+export type Labels = Record<string, string>;
+
+/** One series of a gauge read at scrape time. */
+export interface Sample {
+  labels: Labels;
+  value: number;
 }
 
-abstract class Metric {
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly type: 'counter' | 'gauge' | 'histogram',
-  ) {
-    if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(name)) throw new Error(`metric name "${name}" is not a Prometheus name`);
-  }
-  abstract lines(): string[];
-}
+/**
+ * What a collected gauge reads at scrape time: one number (a gauge without labels) or every series
+ * (series not returned are dropped: a key no longer held disappears). May be async.
+ */
+export type GaugeRead = () => number | Sample[] | Promise<number | Sample[]>;
 
-export class Counter extends Metric {
-  private readonly values = new Map<string, number>();
-  constructor(name: string, help: string) {
-    super(name, help, 'counter');
+/**
+ * A prom-client counter that also keeps its total over every label set, readable synchronously
+ * (prom-client's own `get()` is async). Exemplars are not enabled.
+ */
+export class Counter<T extends string = string> extends PromCounter<T> {
+  private sum = 0;
+
+  constructor(config: CounterConfiguration<T>) {
+    // no `registers`: no registry at all (prom-client's default is its global one)
+    super({ registers: [], ...config, enableExemplars: false });
+    // prom-client sets `inc` on the instance (its exemplar or plain variant); labels() children call it too
+    const inc = this.inc.bind(this) as (labels?: LabelValues<T> | number, value?: number) => void;
+    this.inc = ((labelsOrValue?: LabelValues<T> | number, value?: number): void => {
+      // prom-client checks the value (no decrease, finite) and throws before anything is counted
+      inc(labelsOrValue, value);
+      this.sum += typeof labelsOrValue === 'number' ? labelsOrValue : (value ?? 1);
+    }) as PromCounter<T>['inc'];
   }
-  inc(by = 1, labels: Labels = {}): void {
-    if (by < 0) throw new Error(`counter ${this.name} cannot decrease (inc by ${by})`);
-    const k = labelKey(labels);
-    this.values.set(k, (this.values.get(k) ?? 0) + by);
+
+  override reset(): void {
+    super.reset();
+    this.sum = 0;
   }
-  get(labels: Labels = {}): number {
-    return this.values.get(labelKey(labels)) ?? 0;
-  }
+
+  /** The sum of every series. */
   total(): number {
-    let s = 0;
-    for (const v of this.values.values()) s += v;
-    return s;
-  }
-  lines(): string[] {
-    if (this.values.size === 0) return [`${this.name} 0`];
-    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${v}`);
+    return this.sum;
   }
 }
 
-export class Gauge extends Metric {
-  private readonly values = new Map<string, number>();
-  private readonly collect?: () => number;
-  constructor(name: string, help: string, collect?: () => number) {
-    super(name, help, 'gauge');
-    this.collect = collect;
-  }
-  set(v: number, labels: Labels = {}): void {
-    this.values.set(labelKey(labels), v);
-  }
-  get(labels: Labels = {}): number {
-    if (this.collect && Object.keys(labels).length === 0) return this.collect();
-    return this.values.get(labelKey(labels)) ?? 0;
-  }
-  lines(): string[] {
-    if (this.collect) return [`${this.name} ${this.collect()}`];
-    if (this.values.size === 0) return [`${this.name} 0`];
-    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${v}`);
-  }
+function checkName(name: string, kind: 'counter' | 'gauge' | 'histogram'): void {
+  if (kind === 'counter' && !name.endsWith('_total')) throw new Error(`counter ${name}: a counter's name ends in _total`);
+  if (kind !== 'counter' && name.endsWith('_total')) throw new Error(`${kind} ${name}: only counters end in _total`);
+  if (/_(ms|milliseconds|sec|kb|mb|gb)(_|$)/.test(name)) throw new Error(`${kind} ${name}: use base units (seconds, bytes)`);
 }
 
-export class Histogram extends Metric {
-  private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
-  constructor(
-    name: string,
-    help: string,
-    readonly buckets: number[],
-  ) {
-    super(name, help, 'histogram');
+/** A prom-client registry with factories for its metrics; one per process component. */
+export class MetricsRegistry extends Registry {
+  /** A counter; `labelNames` are the labels every `inc` gives. */
+  counter<T extends string = string>(name: string, help: string, labelNames: readonly T[] = []): Counter<T> {
+    checkName(name, 'counter');
+    return new Counter<T>({ name, help, labelNames, registers: [this] });
   }
-  observe(v: number, labels: Labels = {}): void {
-    const k = labelKey(labels);
-    let s = this.series.get(k);
-    if (!s) {
-      s = { counts: this.buckets.map(() => 0), sum: 0, count: 0 };
-      this.series.set(k, s);
-    }
-    this.buckets.forEach((b, i) => {
-      if (v <= b) s!.counts[i] += 1;
+
+  /**
+   * A counter read at scrape time from a count that only grows (an engine's retraces, busy time):
+   * it moves by what the count grew since the last scrape. `read` may be async.
+   */
+  counterFrom(name: string, help: string, read: () => number | Promise<number>): Counter {
+    checkName(name, 'counter');
+    let seen = 0;
+    const c: Counter = new Counter({
+      name,
+      help,
+      registers: [this],
+      async collect() {
+        const v = await read();
+        if (v > seen) {
+          c.inc(v - seen);
+          seen = v;
+        }
+      },
     });
-    s.sum += v;
-    s.count += 1;
-  }
-  lines(): string[] {
-    const out: string[] = [];
-    for (const [k, s] of this.series) {
-      const sep = k ? `${k},` : '';
-      this.buckets.forEach((b, i) => out.push(`${this.name}_bucket{${sep}le="${b}"} ${s.counts[i]}`));
-      out.push(`${this.name}_bucket{${sep}le="+Inf"} ${s.count}`);
-      out.push(`${this.name}_sum${k ? `{${k}}` : ''} ${s.sum}`);
-      out.push(`${this.name}_count${k ? `{${k}}` : ''} ${s.count}`);
-    }
-    return out;
-  }
-}
-
-export class MetricsRegistry {
-  private readonly metrics = new Map<string, Metric>();
-
-  private add<M extends Metric>(m: M): M {
-    if (this.metrics.has(m.name)) throw new Error(`metric ${m.name} registered twice`);
-    this.metrics.set(m.name, m);
-    return m;
-  }
-  counter(name: string, help: string): Counter {
-    return this.add(new Counter(name, help));
-  }
-  gauge(name: string, help: string, collect?: () => number): Gauge {
-    return this.add(new Gauge(name, help, collect));
-  }
-  histogram(name: string, help: string, buckets: number[]): Histogram {
-    return this.add(new Histogram(name, help, buckets));
+    return c;
   }
 
-  /** Prometheus text exposition format. */
-  render(): string {
-    const out: string[] = [];
-    for (const m of this.metrics.values()) {
-      out.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`, ...m.lines());
-    }
-    return `${out.join('\n')}\n`;
+  /** A gauge set by its owner or, with `read`, read at scrape time. */
+  gauge<T extends string = string>(name: string, help: string, read?: GaugeRead, labelNames: readonly T[] = []): Gauge<T> {
+    checkName(name, 'gauge');
+    const g: Gauge<T> = new Gauge<T>({
+      name,
+      help,
+      labelNames,
+      registers: [this],
+      ...(read && {
+        async collect() {
+          const v = await read();
+          if (typeof v === 'number') {
+            g.set(v);
+            return;
+          }
+          g.reset();
+          for (const s of v) g.set(s.labels as LabelValues<T>, s.value);
+        },
+      }),
+    });
+    return g;
+  }
+
+  /** A histogram with these bucket upper bounds. */
+  histogram<T extends string = string>(name: string, help: string, buckets: number[], labelNames: readonly T[] = []): Histogram<T> {
+    checkName(name, 'histogram');
+    return new Histogram<T>({ name, help, buckets, labelNames, registers: [this] });
+  }
+
+  /**
+   * Adds prom-client's process and Node.js metrics (`process_*`, `nodejs_*`, after `prefix`). They
+   * watch the whole process (event loop delay, GC): one registry per process should have them.
+   * prom-client's gauges named `*_total` (`nodejs_active_handles_total` and its kind: sums of the
+   * per-type `nodejs_active_handles` series) are left out, as only counters end in `_total`.
+   */
+  collectDefaults(prefix = ''): this {
+    const before = new Set(this.getMetricsAsArray().map((m) => m.name));
+    collectDefaultMetrics({ register: this, prefix });
+    for (const m of this.getMetricsAsArray())
+      if (!before.has(m.name) && m.name.endsWith('_total') && !(m instanceof PromCounter)) this.removeSingleMetric(m.name);
+    return this;
+  }
+
+  /** Prometheus text exposition format (runs the metrics' collect functions). */
+  render(): Promise<string> {
+    return this.metrics();
   }
 }
 
@@ -134,14 +160,22 @@ export class MetricsRegistry {
 export type HealthCheck = () => { ok: boolean; [k: string]: unknown };
 
 /**
- * Serves `registry.render()` at GET /metrics and `health()` at GET /healthz (always ok without one).
- * Resolves once listening; close() stops it.
+ * Serves `registry.metrics()` at GET /metrics (500 with the reason when a collect fails) and
+ * `health()` at GET /healthz (always ok without one). Resolves once listening; close() stops it.
  */
-export function serveMetrics(registry: MetricsRegistry, port: number, host = '0.0.0.0', health?: HealthCheck): Promise<Server> {
+export function serveMetrics(registry: Registry, port: number, host = '0.0.0.0', health?: HealthCheck): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-      res.end(registry.render());
+      registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(text);
+        },
+        (e: Error) => {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(`metrics could not be collected: ${e.message}\n`);
+        },
+      );
     } else if (req.method === 'GET' && req.url === '/healthz') {
       const h = health?.() ?? { ok: true };
       if (h.ok) {

@@ -27,7 +27,12 @@ export interface EngineStats {
   compiles: number;
   retraces: number;
   evictions: number;
+  /** device bytes held by compiled variants */
   bytes: number;
+  /** live tfjs tensors, `tf.memory().numTensors` (0 or absent without tfjs) */
+  tensors?: number;
+  /** bytes of live tfjs tensors, `tf.memory().numBytes` (0 or absent without tfjs) */
+  tensorBytes?: number;
 }
 
 export interface Engine {
@@ -85,7 +90,15 @@ export async function createCompilerEngine(opts: EngineOptions = {}): Promise<En
     },
     stats() {
       const s = cache.stats();
-      return { compiles: s.compiles, retraces: c.retraces(), evictions: s.evictions, bytes: s.bytes };
+      const mem = c.tf.memory();
+      return {
+        compiles: s.compiles,
+        retraces: c.retraces(),
+        evictions: s.evictions,
+        bytes: s.bytes,
+        tensors: mem.numTensors,
+        tensorBytes: mem.numBytes,
+      };
     },
     async dispose() {
       await cache.dispose();
@@ -125,7 +138,7 @@ export async function createNoopEngine(): Promise<Engine> {
       };
     },
     async release() {},
-    stats: () => ({ compiles, retraces: 0, evictions: 0, bytes: 0 }),
+    stats: () => ({ compiles, retraces: 0, evictions: 0, bytes: 0, tensors: 0, tensorBytes: 0 }),
     async dispose() {},
   };
 }

@@ -150,6 +150,11 @@ export class HeldQueue {
     return this.bull.close();
   }
 
+  /** The Redis key of one of this queue's job hashes, as BullMQ names it. */
+  jobKey(jobId: string): string {
+    return this.bull.toKey(jobId);
+  }
+
   /** Reads the waiting and delayed counts of these queues in one round trip, and keeps them as hints. */
   static async loads(redis: Redis, list: HeldQueue[]): Promise<QueueLoad[]> {
     if (list.length === 0) return [];

@@ -70,7 +70,7 @@ export class Settler {
       });
       if (!chk.ok) {
         this.ctx.log.warn({ key: held.id, job: t.job.id, reason: chk.reason }, 'invalid payload: failed without retry');
-        await this.invalid(t, chk.reason, chk.batchId, chk.customId, chk.line);
+        await this.invalid(held.id, t, chk.reason, chk.batchId, chk.customId, chk.line);
         settled(t);
         continue;
       }
@@ -100,7 +100,7 @@ export class Settler {
         codes.forEach((w, j) => {
           const job = group[idx[j]].job;
           if (w === 0) {
-            metrics.duplicates.inc();
+            metrics.duplicates.inc({ key: held.id });
             log.info({ job: job.id }, 'second delivery: result already written, not written again');
           } else if (w < 0) {
             log.warn({ job: job.id, batch: batchId }, 'result for an unknown batch or custom_id (expired, or never submitted): not stored');
@@ -108,7 +108,7 @@ export class Settler {
         });
       }),
     );
-    metrics.jobsCompleted.inc(group.length);
+    metrics.jobsCompleted.inc({ key: held.id }, group.length);
     const fetchNext = prefetch && !this.ctx.stopping();
     const wanted = fetchNext ? Math.min(group.length, Math.max(0, held.waitingHint)) : 0;
     await Promise.all(
@@ -133,13 +133,13 @@ export class Settler {
     const line = payload?.line ?? (typeof data?.line === 'number' ? data.line : null);
     if (final) {
       if (batchId && customId) await this.writeErrorSafe(batchId, customId, line, d.code, d.message);
-      metrics.jobsFailed.inc();
+      metrics.jobsFailed.inc({ key: held.id });
       log.warn({ key: held.id, job: t.job.id, code: d.code, err: d.message }, 'job failed');
       await t.job
         .moveToFailed(new UnrecoverableError(d.message), t.token, false)
         .catch((e: Error) => log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));
     } else {
-      metrics.jobsRetried.inc();
+      metrics.jobsRetried.inc({ key: held.id });
       log.warn(
         { key: held.id, job: t.job.id, code: d.code, err: d.message, attempt: t.job.attemptsMade + 1 },
         'job failed: retrying with backoff',
@@ -151,9 +151,16 @@ export class Settler {
   }
 
   /** A job whose payload failed its checks: its error is written and it fails at once, unretried. */
-  async invalid(t: Taken, reason: string, batchId: string | null, customId: string | null, line: number | null): Promise<void> {
+  async invalid(
+    key: string,
+    t: Taken,
+    reason: string,
+    batchId: string | null,
+    customId: string | null,
+    line: number | null,
+  ): Promise<void> {
     if (batchId && customId) await this.writeErrorSafe(batchId, customId, line, 'invalid_payload', reason);
-    this.ctx.metrics.jobsFailed.inc();
+    this.ctx.metrics.jobsFailed.inc({ key });
     await t.job
       .moveToFailed(new UnrecoverableError(`invalid payload: ${reason}`), t.token, false)
       .catch((e: Error) => this.ctx.log.warn({ job: t.job.id, err: e.message }, 'could not fail job'));

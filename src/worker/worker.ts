@@ -33,9 +33,11 @@ import { invariant } from './invariant.js';
 import { KeyHolder } from './key-holder.js';
 import { loopHealth, withLoopHealth, type LoopErrors, type WorkerHealth } from './key-policy.js';
 import { LockRenewer } from './lock-renewer.js';
-import { createWorkerMetrics, STATE_CODES, type WorkerMetrics } from './metrics.js';
+import { meteredEngine } from './metered-engine.js';
+import { createWorkerMetrics, observeBatch, type WorkerMetrics } from './metrics.js';
 import { chooseQueue, collect, planBatches, type BatchState } from './micro-batcher.js';
 import { resolveOptions, type BatchWorkerOptions, type ResolvedOptions } from './options.js';
+import { readQueueStats } from './queue-stats.js';
 import { Settler } from './settler.js';
 
 export type { BatchWorkerOptions } from './options.js';
@@ -87,15 +89,20 @@ export class BatchWorker {
     this.id = this.opts.id;
     this.keys = new Keyspace(opts);
     this.log = this.opts.logger ?? componentLogger('worker', { worker: this.id });
-    this.metrics = createWorkerMetrics({
-      compiles: () => this.engine?.stats().compiles ?? 0,
-      retraces: () => this.engine?.stats().retraces ?? 0,
-      evictions: () => this.engine?.stats().evictions ?? 0,
-      keysHeld: () => this.parts?.holder.size ?? 0,
-      keysCompileFailed: () => this.parts?.holder.book.failedCount ?? 0,
-      keysRefused: () => this.parts?.holder.book.refusedCount ?? 0,
-      busyMs: () => this.busyMs,
-    });
+    this.metrics = createWorkerMetrics(
+      {
+        worker: this.id,
+        state: () => this._state,
+        engine: () => this.engine,
+        keysHeld: () => this.parts?.holder.size ?? 0,
+        keysCompileFailed: () => this.parts?.holder.book.failedCount ?? 0,
+        keysRefused: () => this.parts?.holder.book.refusedCount ?? 0,
+        busyMs: () => this.busyMs,
+        queues: async () => (this.parts ? readQueueStats(this.parts.redis, this.parts.holder.queues()) : []),
+      },
+      // a worker serving metrics has its process to itself: add prom-client's process_* and nodejs_*
+      { defaultMetrics: this.opts.metricsPort !== undefined },
+    );
   }
 
   get state(): BatchState {
@@ -104,7 +111,6 @@ export class BatchWorker {
 
   private setState(s: BatchState): void {
     this._state = s;
-    this.metrics.state.set(STATE_CODES.indexOf(s));
   }
 
   /** Connects, loads models, warms the initial keys, then runs the loop in the background. */
@@ -123,7 +129,10 @@ export class BatchWorker {
     await this.checkEvictionPolicy(redis);
     // the engine never evicts a held variant (it would compile again while jobs wait): the key holder
     // enforces the budget by holding no more keys once it is reached
-    const engine = typeof opts.engine === 'object' ? opts.engine : await createEngine(opts.engine, { cacheBudgetBytes: Infinity });
+    const engine = meteredEngine(
+      typeof opts.engine === 'object' ? opts.engine : await createEngine(opts.engine, { cacheBudgetBytes: Infinity }),
+      this.metrics,
+    );
     this.engine = engine;
     const holder = new KeyHolder({
       redis,
@@ -287,6 +296,7 @@ export class BatchWorker {
     const renewer = new LockRenewer(held, this.opts.lockDurationMs, this.log, taken);
     this.inHand = renewer;
     const t0 = Date.now();
+    for (const t of taken) this.metrics.queueWaitSeconds.observe({ key: held.id }, Math.max(0, t0 - t.job.timestamp) / 1000);
     try {
       this.setState('running');
       const settled = (t: Taken) => renewer.untrack(t);
@@ -294,7 +304,7 @@ export class BatchWorker {
       const runnable = await p.settler.dropCancelled(ready, settled);
       const groups = planBatches(runnable, (r) => r.job.attemptsStarted, this.opts.bMax);
       for (const g of groups) {
-        if (g.length === 1 && g[0].job.attemptsStarted > 1) this.metrics.isolated.inc();
+        if (g.length === 1 && g[0].job.attemptsStarted > 1) this.metrics.isolated.inc({ key: held.id });
         await this.runGroup(p, held, g, renewer, prefetch && g === groups[groups.length - 1]);
       }
     } finally {
@@ -316,7 +326,7 @@ export class BatchWorker {
       if (group.length > 1) {
         this.log.warn({ key: held.id, rows: group.length, err: (e as Error).message }, 'batch failed: running its jobs one by one');
         for (const g of group) {
-          this.metrics.isolated.inc();
+          this.metrics.isolated.inc({ key: held.id });
           await this.runGroup(p, held, [g], renewer);
         }
         return;
@@ -344,16 +354,14 @@ export class BatchWorker {
     );
     const t0 = performance.now();
     const out = await variant.run(group.map((g) => ({ promptIds: g.payload.prompt_ids, params: g.payload.params })));
-    const m = this.metrics;
-    m.batchSeconds.observe((performance.now() - t0) / 1000);
-    m.batches.inc();
-    m.rows.inc(group.length);
-    m.dummyRows.inc(B - group.length);
-    for (const g of group) {
-      m.promptTokens.inc(g.payload.prompt_ids.length);
-      m.promptPaddedTokens.inc(held.key.P);
-    }
-    m.tokens.inc(out.reduce((s, r) => s + r.tokenIds.length, 0));
+    observeBatch(this.metrics, held.id, {
+      B,
+      rows: group.length,
+      seconds: (performance.now() - t0) / 1000,
+      promptTokens: group.reduce((s, g) => s + g.payload.prompt_ids.length, 0),
+      bucketTokens: group.length * held.key.P,
+      generatedTokens: out.reduce((s, r) => s + r.tokenIds.length, 0),
+    });
     return out;
   }
 

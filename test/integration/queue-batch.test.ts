@@ -366,10 +366,11 @@ test('worker metrics: Prometheus text at /metrics, including retraces and compil
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
     const text = await res.text();
-    assert.match(text, /# TYPE batchgen_retraces gauge\nbatchgen_retraces 0\n/);
-    assert.match(text, /\nbatchgen_compiles 4\n/);
-    assert.match(text, /\nbatchgen_jobs_completed_total 3\n/);
-    assert.match(text, /batchgen_batch_seconds_count \d+/);
+    const key = 'key="tiny:p16:n16:greedy"';
+    assert.match(text, /# TYPE batchgen_retraces_total counter\nbatchgen_retraces_total 0\n/);
+    assert.ok(text.includes(`\nbatchgen_compiles_total{${key}} 4\n`), text);
+    assert.ok(text.includes(`\nbatchgen_jobs_completed_total{${key}} 3\n`), text);
+    assert.match(text, new RegExp(`\nbatchgen_batch_seconds_count\\{${key}\\} [1-3]\n`));
     assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
     assert.equal((await fetch(`http://127.0.0.1:${port}/nope`)).status, 404);
   } finally {

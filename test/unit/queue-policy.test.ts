@@ -1,4 +1,4 @@
-/** Pure tests of the queue system's decisions: micro-batching, queue choice, payload checks, failures, bucket plans, metrics. */
+/** Pure tests of the queue system's decisions: micro-batching, queue choice, payload checks, failures, bucket plans. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chooseQueue, collect, collectStep, planBatches } from '../../src/worker/micro-batcher.js';
@@ -8,7 +8,6 @@ import { decideFailure, resultRecord } from '../../src/worker/results.js';
 import { BatchgenError } from '../../src/shared/errors.js';
 import { listPadding, planBuckets, policyPadding } from '../../src/producer/bucket-plan.js';
 import { DEFAULT_BUCKET_POLICY } from '../../src/shared/buckets.js';
-import { MetricsRegistry } from '../../src/observability/metrics.js';
 import { keyFor } from '../../src/producer/prepare.js';
 import type { JobPayload } from '../../src/shared/schemas.js';
 import type { ResolvedParams } from '../../src/shared/params.js';
@@ -231,23 +230,4 @@ test('keyFor: separate prompt and new-token policies', () => {
   assert.deepEqual(k, { model: 'm', P: 24, N: 16, strategy: 'greedy' });
   assert.throws(() => keyFor('m', 100, params, 128, { prompt: { kind: 'list', sizes: [24, 48] } }), /bucket/);
   assert.throws(() => keyFor('m', 125, params, 128, { prompt: DEFAULT_BUCKET_POLICY }), /exceeds the model's context/);
-});
-
-test('metrics render in Prometheus text format', () => {
-  const r = new MetricsRegistry();
-  const c = r.counter('x_total', 'things');
-  c.inc();
-  c.inc(2, { key: 'a"b' });
-  r.gauge('g', 'a gauge', () => 4);
-  const h = r.histogram('h_seconds', 'times', [0.1, 1]);
-  h.observe(0.5);
-  const text = r.render();
-  assert.match(text, /# TYPE x_total counter\nx_total 1\nx_total\{key="a\\"b"\} 2/);
-  assert.match(text, /\ng 4\n/);
-  assert.match(
-    text,
-    /h_seconds_bucket\{le="0.1"\} 0\nh_seconds_bucket\{le="1"\} 1\nh_seconds_bucket\{le="\+Inf"\} 1\nh_seconds_sum 0.5\nh_seconds_count 1/,
-  );
-  assert.throws(() => r.counter('x_total', 'again'), /twice/);
-  assert.throws(() => c.inc(-1), /decrease/);
 });
