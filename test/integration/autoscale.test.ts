@@ -154,6 +154,7 @@ test('a worker stopped while it runs a batch loses no job: the batch in hand fin
     await driver.apply({ desired_workers: 0, workers: [{ id, keys: [], action: 'stop' }], reasons: [] }, s.lastPlan as never);
     const exit = await p.exited;
     assert.deepEqual(exit, { code: 0, signal: null }, 'the worker drained and exited cleanly');
+    const atExit = await raw.hlen(ks.batch('as1').results);
     const done = p.logs.filter((l) => l.msg === 'worker stopped');
     assert.equal(done.length, 1);
     const inHand = started.jobs as string[];
@@ -165,10 +166,8 @@ test('a worker stopped while it runs a batch loses no job: the batch in hand fin
       const cid = j.slice(j.indexOf('/') + 1);
       assert.match(results[cid], new RegExp(`"worker":"${id}"`), `${cid} was in hand at the stop and finished there`);
     }
-    assert.ok(
-      Object.values(results).some((r) => !r.includes(`"worker":"${id}"`)),
-      'the jobs left after the stop were served by another worker',
-    );
+    // (the policy may give the new worker the stopped one's id again: counted by results, not by id)
+    assert.ok(atExit < reqs.length, `the stopped worker left jobs (${reqs.length - atExit}) for the worker that took its key`);
   } finally {
     raw.disconnect();
     await c.close();
