@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { KubeConfig } from '@kubernetes/client-node';
 import {
+  createDriver,
   createKubernetesDriver,
   deletionCostChanges,
   KubernetesApiError,
@@ -368,4 +369,20 @@ test('satisfiesAtLeast: the engines check the client is loaded behind', () => {
   assert.equal(satisfiesAtLeast('>=20.18.1', '20.20.2'), true);
   assert.equal(satisfiesAtLeast('>= 18.0.0', '24.1.0'), true);
   assert.equal(satisfiesAtLeast('^18 || >=20', '16.0.0'), true, 'another form of range is not judged here');
+});
+
+test('createDriver (what --driver kubernetes builds) outside a pod: a clear error, not a connection attempt', { skip }, async () => {
+  const saved = process.env.KUBERNETES_SERVICE_HOST;
+  delete process.env.KUBERNETES_SERVICE_HOST;
+  try {
+    const ctx = { models: ['tiny=/models/tiny'], redisUrl: 'redis://127.0.0.1:6379', prefix: 'batchgen', workerArgs: [] };
+    await assert.rejects(createDriver(ctx, {}), (e: unknown) => {
+      assert.ok(e instanceof BatchgenError);
+      assert.equal(e.code, 'invalid_config');
+      assert.match(e.message, /runs in a pod \(KUBERNETES_SERVICE_HOST is not set\)/);
+      return true;
+    });
+  } finally {
+    if (saved !== undefined) process.env.KUBERNETES_SERVICE_HOST = saved;
+  }
 });

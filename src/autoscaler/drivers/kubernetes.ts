@@ -25,14 +25,7 @@ import { fileURLToPath } from 'node:url';
 import type { AppsV1Api, CoreV1Api, KubeConfig, V1LabelSelector, V1Pod } from '@kubernetes/client-node';
 import { BatchgenError, type ErrorCode } from '../../shared/errors.js';
 import type { ClusterState, Plan } from '../types.js';
-
-/** What the autoscaler's loop asks of a driver. */
-export interface Driver {
-  readonly name: string;
-  apply(plan: Plan, state: ClusterState): Promise<void>;
-  running(): Promise<string[]>;
-  close(): Promise<void>;
-}
+import type { Driver, DriverContext } from './driver.js';
 
 /** The annotation the ReplicaSet controller reads to choose which pods go first on a scale-down. */
 export const POD_DELETION_COST = 'controller.kubernetes.io/pod-deletion-cost';
@@ -281,7 +274,10 @@ export class KubernetesDriver implements Driver {
       .sort();
   }
 
-  /** Nothing to release: every call is one HTTP request. */
+  /**
+   * Releases nothing and stops no pod: the workers belong to the Deployment, not to this process, so
+   * an autoscaler that restarts leaves them running (the replica count stays where it was).
+   */
   async close(): Promise<void> {}
 
   private where(): string {
@@ -317,6 +313,18 @@ export class KubernetesDriver implements Driver {
       ),
     );
   }
+}
+
+/**
+ * The driver as the autoscaler's CLI builds it (`--driver kubernetes`): in-cluster credentials;
+ * `BATCHGEN_KUBE_NAMESPACE` and `BATCHGEN_KUBE_DEPLOYMENT` override the namespace and the Deployment.
+ * The context's models and Redis URL are not used: the pool Deployment's pods carry their own.
+ */
+export function createDriver(_ctx: DriverContext, env: NodeJS.ProcessEnv = process.env): Promise<KubernetesDriver> {
+  return createKubernetesDriver({
+    namespace: env.BATCHGEN_KUBE_NAMESPACE || undefined,
+    deployment: env.BATCHGEN_KUBE_DEPLOYMENT || undefined,
+  });
 }
 
 /** Loads `@kubernetes/client-node`, then makes the driver. */
