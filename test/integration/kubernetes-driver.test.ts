@@ -255,6 +255,28 @@ test('scale-up: only the replica count changes (new pods get their keys once the
   assert.equal(api.replicas, 3);
 });
 
+test('replicas: keda: the pods to stop are marked, the replica count is left to KEDA', { skip }, async () => {
+  const api = await new FakeApiServer().start();
+  servers.push(api);
+  const driver = await createKubernetesDriver({ kubeConfig: kubeConfig(api.url), replicas: 'keda' });
+  api.replicas = 2; // KEDA has not lowered it yet
+  api.pods = [
+    { name: 'batchgen-worker-7d9-a', labels: WORKER },
+    { name: 'batchgen-worker-7d9-b', labels: WORKER },
+  ];
+  await driver.apply(
+    { desired_workers: 1, workers: [worker('batchgen-worker-7d9-a', 'keep'), worker('batchgen-worker-7d9-b', 'stop')], reasons: [] },
+    STATE,
+  );
+  assert.deepEqual(
+    api.received.filter((r) => r.method === 'PATCH').map((r) => r.path),
+    [`/api/v1/namespaces/${NS}/pods/batchgen-worker-7d9-b`],
+  );
+  assert.equal(api.pods[1].annotations?.[POD_DELETION_COST], '-1000');
+  assert.equal(api.replicas, 2);
+  await assert.rejects(createKubernetesDriver({ kubeConfig: kubeConfig(api.url), replicas: 'hpa' as 'keda' }), /driver or keda, not hpa/);
+});
+
 test('a plan with the replicas as they are writes nothing', { skip }, async () => {
   const { api, driver } = await fake();
   api.replicas = 2;

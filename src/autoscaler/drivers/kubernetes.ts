@@ -47,6 +47,13 @@ export interface KubernetesDriverOptions {
    */
   deployment?: string;
   /**
+   * Who sets the replica count: `driver` (this driver, through `deployments/scale`) or `keda` (a KEDA
+   * ScaledObject reading the autoscaler's `/scale`; the driver then only marks the pods to stop, at
+   * every round, so the marks are there when KEDA lowers the count).
+   * @defaultValue `driver`
+   */
+  replicas?: 'driver' | 'keda';
+  /**
    * Deletion cost put on the pods of workers the plan stops.
    * @defaultValue -1000
    */
@@ -223,6 +230,7 @@ export class KubernetesDriver implements Driver {
   readonly name = 'kubernetes';
   readonly namespace: string;
   readonly deployment: string;
+  readonly replicas: 'driver' | 'keda';
   private readonly apps: AppsV1Api;
   private readonly core: CoreV1Api;
   private readonly stopCost: number;
@@ -234,6 +242,10 @@ export class KubernetesDriver implements Driver {
     const kc = opts.kubeConfig ?? inCluster(client);
     this.namespace = opts.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? 'default';
     this.deployment = opts.deployment ?? 'batchgen-worker';
+    this.replicas = opts.replicas ?? 'driver';
+    if (this.replicas !== 'driver' && this.replicas !== 'keda') {
+      throw new BatchgenError('invalid_config', `replicas are set by driver or keda, not ${String(this.replicas)}`);
+    }
     this.stopCost = opts.stopCost ?? -1000;
     this.keepCost = opts.keepCost ?? 0;
     if (!Number.isInteger(this.stopCost) || !Number.isInteger(this.keepCost) || this.stopCost >= this.keepCost) {
@@ -248,21 +260,23 @@ export class KubernetesDriver implements Driver {
   }
 
   /**
-   * Marks the pods of the plan's `stop` workers (by pod name), then sets the Deployment's replicas to
-   * `plan.desired_workers`. A `stop` id that names no pod of the Deployment is left alone.
+   * On a scale-down, marks the pods of the plan's `stop` workers (by pod name), then sets the
+   * Deployment's replicas to `plan.desired_workers`; on a scale-up only raises them. A `stop` id that
+   * names no pod of the Deployment is left alone. With `replicas: 'keda'` it marks the pods at every
+   * round and leaves the count to KEDA.
    */
   async apply(plan: Plan, _state: ClusterState): Promise<void> {
     const desired = plan.desired_workers;
     if (!Number.isInteger(desired) || desired < 0)
       throw new BatchgenError('invalid_config', `desired_workers must be a whole number ≥ 0, got ${desired}`);
     const { replicas, selector } = await this.readDeployment();
-    if (desired < replicas) {
+    if (desired < replicas || this.replicas === 'keda') {
       const stop = new Set(plan.workers.filter((w) => w.action === 'stop').map((w) => w.id));
       const pods = await this.listPods(selector);
       const changes = deletionCostChanges(pods, stop, this.stopCost, this.keepCost);
       await Promise.all(changes.map((c) => this.annotate(c.pod, c.cost)));
     }
-    if (desired !== replicas) await this.scale(desired);
+    if (this.replicas === 'driver' && desired !== replicas) await this.scale(desired);
   }
 
   /** The names (worker ids) of the Deployment's pods that are there and not terminating. */
@@ -317,13 +331,15 @@ export class KubernetesDriver implements Driver {
 
 /**
  * The driver as the autoscaler's CLI builds it (`--driver kubernetes`): in-cluster credentials;
- * `BATCHGEN_KUBE_NAMESPACE` and `BATCHGEN_KUBE_DEPLOYMENT` override the namespace and the Deployment.
+ * `BATCHGEN_KUBE_NAMESPACE` and `BATCHGEN_KUBE_DEPLOYMENT` override the namespace and the Deployment;
+ * `BATCHGEN_KUBE_REPLICAS=keda` leaves the replica count to a KEDA ScaledObject.
  * The context's models and Redis URL are not used: the pool Deployment's pods carry their own.
  */
 export function createDriver(_ctx: DriverContext, env: NodeJS.ProcessEnv = process.env): Promise<KubernetesDriver> {
   return createKubernetesDriver({
     namespace: env.BATCHGEN_KUBE_NAMESPACE || undefined,
     deployment: env.BATCHGEN_KUBE_DEPLOYMENT || undefined,
+    replicas: (env.BATCHGEN_KUBE_REPLICAS || undefined) as KubernetesDriverOptions['replicas'],
   });
 }
 
