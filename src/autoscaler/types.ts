@@ -81,6 +81,19 @@ export interface PolicySettings {
   defaultCompileSeconds: number;
   /** jobs per second assumed for a key never served */
   defaultServiceRate: number;
+  /**
+   * a key with more than one holder gives one up when the others would carry its demand at no more
+   * than this share of their time (below 1: the band between adding and giving up a holder is what
+   * keeps a steady load from flapping)
+   */
+  releaseUtilization?: number;
+  /**
+   * how long, in seconds, a relief is assumed to pay off when a key is spread off an overloaded
+   * worker: the gain of a move is the load taken off that worker times this horizon
+   */
+  moveHorizonSeconds?: number;
+  /** device bytes a worker not yet started may give to variants; null: the largest budget of the workers seen */
+  newWorkerBudgetBytes?: number | null;
 }
 
 export type WorkerAction = 'keep' | 'start' | 'stop';

@@ -1,5 +1,6 @@
 /** The command table of `batchgen`: each command is `(argv) => Promise<exit code>`, with one line of help. */
 import { readFileSync } from 'node:fs';
+import { autoscaleCommand } from './autoscale.js';
 import { cancelCommand } from './cancel.js';
 import { deleteCommand } from './delete.js';
 import { demoCommand } from './demo.js';
@@ -25,6 +26,11 @@ export const COMMANDS: Record<string, Command> = {
   cancel: { run: cancelCommand, help: "cancel a batch's waiting requests", redisFlags: true },
   list: { run: listCommand, help: 'the batches kept in Redis, newest first, with status and counts', redisFlags: true },
   delete: { run: deleteCommand, help: 'remove a batch: its records, results, errors and jobs left in its queues', redisFlags: true },
+  autoscale: {
+    run: autoscaleCommand,
+    help: 'start and stop workers and assign them compile keys, from the queues and heartbeats',
+    redisFlags: true,
+  },
   'plan-buckets': { run: planBucketsCommand, help: "propose prompt buckets for a JSONL's lengths" },
   demo: { run: demoCommand, help: 'the whole system on one machine: Redis, two workers, a sample batch' },
 };

@@ -34,7 +34,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     checkLogLevel(process.env.BATCHGEN_LOG_LEVEL);
     // Producer commands print their own summaries; their logs default to warnings only.
-    if (process.env.BATCHGEN_LOG_LEVEL === undefined && !['worker', 'demo'].includes(name)) process.env.BATCHGEN_LOG_LEVEL = 'warn';
+    if (process.env.BATCHGEN_LOG_LEVEL === undefined && !['worker', 'demo', 'autoscale'].includes(name))
+      process.env.BATCHGEN_LOG_LEVEL = 'warn';
     const code = await cmd.run(rest);
     if (code === 0 && cmd.redisFlags && (rest.includes('--help') || rest.includes('-h'))) process.stdout.write(redisFlagsHelp());
     return code;

@@ -12,10 +12,13 @@ const USAGE = `usage: batchgen worker --model NAME=DIR [--model NAME=DIR ...] [-
                       [--metrics-port P] [--max-wait-ms 20] [--keys MODEL:pP:nN:STRATEGY,...] [--max-keys 32]
                       [--registry-ttl-s 3600]
                       [--lock-ms 30000] [--stalled-interval-ms 30000] [--max-stalled 1] [--engine compiler|noop]
-                      [--cache-mb 2048] [--id ID] [--prefix batchgen] [--hash-tag]
+                      [--cache-mb 2048] [--id ID] [--assigned] [--prefix batchgen] [--hash-tag]
 Compiles and warms the variants of its keys before taking jobs, then serves micro-batches from the
 queues of those keys. Keys: the --keys list, else the keys of its models in the registry that have
 work (idle ones are released, least recently served first, when a key with work has no holder).
+--assigned (needs --id): exactly the keys the autoscaler assigns to this id (batchgen autoscale),
+read again every second; a new key compiles before its jobs are taken, one taken away is released
+after the jobs in hand.
 SIGTERM: stop taking jobs, finish the batch in hand, exit. BATCHGEN_MODELS and REDIS_URL stand in
 for --model and --redis.`;
 
@@ -36,6 +39,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       engine: { type: 'string' },
       'cache-mb': { type: 'string' },
       id: { type: 'string' },
+      assigned: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...REDIS_FLAG_OPTIONS,
     },
@@ -73,6 +77,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     maxStalledCount: numberFlag('max-stalled', values['max-stalled'], { min: 0, integer: true }),
     cacheBudgetBytes: cacheMb === undefined ? undefined : cacheMb * 1024 * 1024,
     id: values.id,
+    assigned: values.assigned,
     logger: log,
   });
   let stopped: () => void = () => {};

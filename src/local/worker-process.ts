@@ -20,6 +20,8 @@ export interface WorkerProcessOptions {
   env?: Record<string, string>;
   /** Also copy every stderr line here (a log file). */
   tee?: Writable;
+  /** Keep only the last this many lines in `logs` and `stderr` (a long-lived process). Default: all. */
+  keepLines?: number;
 }
 
 export class WorkerProcess {
@@ -28,9 +30,11 @@ export class WorkerProcess {
   readonly stderr: string[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  private readonly keepLines: number;
 
   /** Starts `batchgen worker ARGS...`. */
   constructor(args: string[], opts: WorkerProcessOptions = {}) {
+    this.keepLines = opts.keepLines ?? Infinity;
     this.proc = spawn(process.execPath, [CLI_MAIN, 'worker', ...args], {
       env: { ...process.env, BATCHGEN_LOG_LEVEL: 'info', ...opts.env },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -50,6 +54,7 @@ export class WorkerProcess {
 
   private onLine(line: string): void {
     this.stderr.push(line);
+    if (this.stderr.length > this.keepLines) this.stderr.splice(0, this.stderr.length - this.keepLines);
     let parsed: LogLine;
     try {
       parsed = JSON.parse(line) as LogLine;
@@ -57,6 +62,7 @@ export class WorkerProcess {
       return;
     }
     this.logs.push(parsed);
+    if (this.logs.length > this.keepLines) this.logs.splice(0, this.logs.length - this.keepLines);
     this.waiters = this.waiters.filter((w) => {
       if (!w.pred(parsed)) return true;
       w.resolve(parsed);

@@ -415,6 +415,8 @@ export class GenerationClient {
           })),
         ),
       );
+      // the autoscaler reads arrival rates from this counter's deltas
+      await this.io(() => this.redis.incrby(this.keys.arrivals(keyId), payloads.length));
       keysUsed.add(keyId);
     }
     report.enqueued += enqueuedNew;

@@ -36,6 +36,8 @@ export interface QueueRef {
   activeList: string;
   /** BullMQ's sorted set of waiting jobs added with a priority. */
   prioritizedSet: string;
+  /** BullMQ's hash of one job of this queue (fields `timestamp`, `data`, ...). */
+  job(jobId: string): string;
 }
 
 /** The Redis keys of one batch run. */
@@ -62,6 +64,8 @@ const HASH_TAGGED_RE = /^\{[A-Za-z0-9_.:-]{1,64}\}$/;
 export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Batch ids: no ':' and no '/' (they build job ids and key names). */
 export const BATCH_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/** Worker ids that name a key (assignment sets): no ':', no '*', no spaces. */
+export const WORKER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export function checkModelName(name: string): string {
   if (!MODEL_NAME_RE.test(name)) {
@@ -114,6 +118,13 @@ export function parseJobId(jobId: string): { batchId: string; customId: string }
   };
 }
 
+export function checkWorkerId(id: string): string {
+  if (!WORKER_ID_RE.test(id)) {
+    throw new BatchgenError('invalid_request', `worker id "${id}": expected letters, digits, '.', '_' or '-' (at most 128)`);
+  }
+  return id;
+}
+
 export class Keyspace {
   /** The prefix as written in keys (with its braces when hash-tagged). */
   readonly prefix: string;
@@ -143,6 +154,7 @@ export class Keyspace {
       delayedSet: `${name}:delayed`,
       activeList: `${name}:active`,
       prioritizedSet: `${name}:prioritized`,
+      job: (jobId: string) => `${name}:${jobId}`,
     };
   }
 
@@ -189,6 +201,30 @@ export class Keyspace {
   /** A pattern matching every worker heartbeat (for SCAN). */
   workersPattern(): string {
     return `${this.prefix}:worker:*`;
+  }
+
+  /** set: the compile key ids the autoscaler assigns to one worker (read by `worker --assigned`). */
+  assignment(workerId: string): string {
+    return `${this.prefix}:assign:${checkWorkerId(workerId)}`;
+  }
+
+  /** A pattern matching every assignment set (for SCAN). */
+  assignmentsPattern(): string {
+    return `${this.prefix}:assign:*`;
+  }
+
+  /** The worker id of an assignment set's name (null when the name is not one). */
+  workerOfAssignment(name: string): string | null {
+    const head = `${this.prefix}:assign:`;
+    if (!name.startsWith(head)) return null;
+    const id = name.slice(head.length);
+    return WORKER_ID_RE.test(id) ? id : null;
+  }
+
+  /** counter: jobs ever enqueued on a compile key (INCRBY by producers; rates come from deltas). */
+  arrivals(key: CompileKey | string): string {
+    const id = typeof key === 'string' ? keyId(parseKeyId(key)) : keyId(key);
+    return `${this.prefix}:arrivals:${id}`;
   }
 }
 

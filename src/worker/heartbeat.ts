@@ -44,6 +44,65 @@ export interface WorkerStats {
   warm_ms: number;
   started_at: number;
   updated_at: number;
+  /** started with --assigned: holds the keys the autoscaler assigns to its id */
+  assigned: boolean;
+  /** per key: seconds its last compile and warm-up of every batch size took here */
+  compile_s: Record<string, number>;
+  /** per key: what its batches here served, per second of busy time */
+  service: Record<string, KeyService>;
+  /** per held key: device bytes of its variants */
+  key_bytes: Record<string, number>;
+  /** device bytes the variants may take (the cache budget), and what the held ones take */
+  budget_bytes: number;
+  used_bytes: number;
+  /** ms since its last batch ended (since it started when none yet); 0 while it collects or runs one */
+  idle_ms: number;
+}
+
+/** One key's service on one worker. */
+export interface KeyService {
+  jobs: number;
+  tokens: number;
+  /** seconds spent processing its batches (run and settle) */
+  busy_s: number;
+  jobs_per_s: number;
+  tokens_per_s: number;
+}
+
+/** Jobs, tokens and busy time per key, from the batches this worker ran. */
+export class ServiceMeter {
+  private readonly perKey = new Map<string, { jobs: number; tokens: number; ms: number }>();
+  /** ms since the epoch the last batch ended (0: none yet) */
+  lastBatchAt = 0;
+
+  /** One processed batch of `key`: its jobs, tokens generated, and ms from taking to settling. */
+  record(key: string, jobs: number, tokens: number, ms: number, endedAt = Date.now()): void {
+    const s = this.perKey.get(key) ?? { jobs: 0, tokens: 0, ms: 0 };
+    s.jobs += jobs;
+    s.tokens += tokens;
+    s.ms += ms;
+    this.perKey.set(key, s);
+    this.lastBatchAt = Math.max(this.lastBatchAt, endedAt);
+  }
+
+  /** Per key, rates per second of busy time (keys whose batches took no measurable time are left out). */
+  report(): Record<string, KeyService> {
+    const out: Record<string, KeyService> = {};
+    for (const [key, s] of this.perKey) {
+      if (s.ms <= 0) continue;
+      const busy = s.ms / 1000;
+      out[key] = { jobs: s.jobs, tokens: s.tokens, busy_s: busy, jobs_per_s: s.jobs / busy, tokens_per_s: s.tokens / busy };
+    }
+    return out;
+  }
+}
+
+const BUSY_STATES: readonly BatchState[] = ['collecting', 'running', 'settling'];
+
+/** ms since the worker last ran a batch (since it started, if never); 0 while busy. */
+export function idleMs(state: BatchState, lastBatchAt: number, startedAt: number, now: number): number {
+  if (BUSY_STATES.includes(state)) return 0;
+  return Math.max(0, now - Math.max(lastBatchAt, startedAt));
 }
 
 /** What a worker's stats are made of. */
@@ -58,12 +117,16 @@ export interface StatsSources {
   busyMs: number;
   warmMs: number;
   startedAt: number;
+  assigned: boolean;
+  service: ServiceMeter;
+  budgetBytes: number;
 }
 
 /** The heartbeat record of a worker, now. */
 export function workerStats(s: StatsSources): WorkerStats {
   const e = s.engine?.stats();
   const m = s.metrics;
+  const now = Date.now();
   return {
     id: s.id,
     pid: process.pid,
@@ -92,7 +155,14 @@ export function workerStats(s: StatsSources): WorkerStats {
     busy_ms: s.busyMs,
     warm_ms: s.warmMs,
     started_at: s.startedAt,
-    updated_at: Date.now(),
+    updated_at: now,
+    assigned: s.assigned,
+    compile_s: s.holder?.compileReport() ?? {},
+    service: s.service.report(),
+    key_bytes: s.holder?.bytesReport() ?? {},
+    budget_bytes: s.budgetBytes,
+    used_bytes: e?.bytes ?? 0,
+    idle_ms: idleMs(s.state, s.service.lastBatchAt, s.startedAt, now),
   };
 }
 

@@ -10,6 +10,7 @@ import type { Redis } from 'ioredis';
 import { parseKeyId, type CompileKey } from '../shared/compile-key.js';
 import type { Keyspace } from '../shared/keys.js';
 import { readHeartbeats, isLive } from '../shared/heartbeats.js';
+import { readAssignment } from '../shared/assignments.js';
 import {
   hasWork,
   NO_WORK,
@@ -25,7 +26,7 @@ import type { Engine, EngineModel, EngineVariant } from './engine.js';
 import { afterVariantCompile, beforeCompile } from './faults.js';
 import { HeldQueue } from './held-queue.js';
 import { KeyBook } from './key-book.js';
-import { planKeys, type RefusalReason } from './key-policy.js';
+import { planAssigned, planKeys, type RefusalReason } from './key-policy.js';
 import type { ResolvedOptions } from './options.js';
 import { invariant } from './invariant.js';
 
@@ -55,6 +56,10 @@ export class KeyHolder {
   /** failed compiles and refusals */
   readonly book = new KeyBook();
   private lastPruneAt = 0;
+  /** assigned keys this worker cannot hold, logged once each */
+  private readonly foreign = new Set<string>();
+  /** seconds each key took to compile and warm here (last time), released keys included */
+  private readonly compileSeconds = new Map<string, number>();
 
   constructor(private readonly ctx: KeyHolderContext) {}
 
@@ -74,6 +79,16 @@ export class KeyHolder {
     return [...this.held.values()];
   }
 
+  /** Seconds each key compiled here took (last compile), for the heartbeat. */
+  compileReport(): Record<string, number> {
+    return Object.fromEntries(this.compileSeconds);
+  }
+
+  /** Device bytes of each held key's variants, for the heartbeat. */
+  bytesReport(): Record<string, number> {
+    return Object.fromEntries([...this.held].map(([id, h]) => [id, h.bytes]));
+  }
+
   /** Jobs prefetched by completions and not yet run, over every held key. */
   prefetchedCount(): number {
     let n = 0;
@@ -91,6 +106,12 @@ export class KeyHolder {
     invariant(this.ctx.jobsInHand() === 0, `keys are refreshed (and compiled) only with no job in hand, but ${this.ctx.jobsInHand()} are`);
     const { opts, redis, keys } = this.ctx;
     const now = Date.now();
+    if (opts.assigned) {
+      await this.refreshAssigned(now);
+      const entries = await readRegistry(redis, keys);
+      await this.pruneRegistry(entries, now).catch((e: Error) => this.ctx.log.warn({ err: e.message }, 'could not prune the registry'));
+      return;
+    }
     const entries: RegistryEntry[] = opts.keys
       ? opts.keys.map((id) => ({ id, key: parseKeyId(id), updatedAt: 0 }))
       : await readRegistry(redis, keys);
@@ -117,6 +138,46 @@ export class KeyHolder {
     this.noteRefusals(refused);
     if (!opts.keys)
       await this.pruneRegistry(entries, now).catch((e: Error) => this.ctx.log.warn({ err: e.message }, 'could not prune the registry'));
+  }
+
+  /**
+   * Assigned mode: holds exactly the keys of this worker's assignment set (read now). Keys taken
+   * away are released (there is no job in hand: refresh asserts it); keys newly assigned are
+   * compiled before any of their jobs is taken, while the variants fit the cache budget.
+   */
+  private async refreshAssigned(now: number): Promise<void> {
+    const { opts, redis, keys, log } = this.ctx;
+    const assigned = await readAssignment(redis, keys, opts.id);
+    const servable = (id: string): boolean => {
+      try {
+        return this.ctx.models.has(parseKeyId(id).model);
+      } catch {
+        return false;
+      }
+    };
+    const plan = planAssigned(this.ids(), assigned, servable);
+    for (const id of plan.release) await this.release(id, 'no longer assigned to this worker');
+    for (const id of plan.foreign) {
+      if (this.foreign.has(id)) continue;
+      this.foreign.add(id);
+      log.warn(
+        { key: id, models: [...this.ctx.models.keys()] },
+        'assigned a key this worker cannot hold (not a key, or a model it has not loaded)',
+      );
+    }
+    const work = await queueWork(redis, keys, plan.hold);
+    this.book.noteWork(work, now);
+    const refused: Refusal[] = [];
+    for (const id of plan.hold) {
+      if (this.ctx.stopping()) return;
+      if (!this.book.canTry(id, now)) continue;
+      if (this.ctx.engine.stats().bytes >= opts.cacheBudgetBytes) {
+        refused.push({ key: id, reason: 'cache_budget', work: work.get(id) ?? NO_WORK });
+        continue;
+      }
+      await this.tryHold({ id, key: parseKeyId(id), updatedAt: 0 }, now, work.get(id) ?? NO_WORK);
+    }
+    this.noteRefusals(refused);
   }
 
   /** Registry keys: releases idle keys as planKeys says; returns what to hold (oldest entry first) and what is refused. */
@@ -244,6 +305,7 @@ export class KeyHolder {
       log,
     });
     this.held.set(id, held);
+    this.compileSeconds.set(id, (Date.now() - t0) / 1000);
     log.info({ batchSizes: opts.batchSizes, ms: Date.now() - t0, bytes }, 'key warm');
   }
 

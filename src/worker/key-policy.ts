@@ -155,3 +155,28 @@ export function loopHealth(errors: LoopErrors, threshold: number): LoopHealth {
 export function withLoopHealth(keys: WorkerHealth, loop: LoopHealth): WorkerHealth & { loop?: LoopHealth } {
   return loop.ok ? keys : { ...keys, ok: false, loop };
 }
+
+/** What an assigned worker (`--assigned`) does with its assignment set at a refresh. */
+export interface AssignedPlan {
+  /** held keys no longer assigned: released (refresh runs only with no job in hand) */
+  release: string[];
+  /** assigned keys not held, in the set's order: compiled, then held (budget permitting) */
+  hold: string[];
+  /** assigned keys this worker cannot hold: not a key id, or a model it has not loaded */
+  foreign: string[];
+}
+
+/**
+ * An assigned worker holds exactly its assignment: every held key not in it is released, every
+ * assigned key of a model it loaded and not held is held. Duplicates count once.
+ */
+export function planAssigned(held: readonly string[], assigned: readonly string[], servable: (id: string) => boolean): AssignedPlan {
+  const wanted = [...new Set(assigned)];
+  const want = new Set(wanted);
+  const have = new Set(held);
+  return {
+    release: held.filter((id) => !want.has(id)),
+    hold: wanted.filter((id) => !have.has(id) && servable(id)),
+    foreign: wanted.filter((id) => !servable(id)),
+  };
+}

@@ -3,7 +3,7 @@
  * value checked there. The rest of the worker reads only the resolved options.
  */
 import { hostname } from 'node:os';
-import type { KeyspaceOptions } from '../shared/keys.js';
+import { checkWorkerId, type KeyspaceOptions } from '../shared/keys.js';
 import type { ModelSpec } from '../shared/models.js';
 import { parseKeyId } from '../shared/compile-key.js';
 import { checkBatchSizes, DEFAULT_BATCH_SIZES } from '../shared/batch-sizes.js';
@@ -41,6 +41,13 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
    * @defaultValue the keys of the registry that have work
    */
   keys?: string[];
+  /**
+   * Hold exactly the keys the autoscaler assigns to this worker (the set `Keyspace.assignment(id)`,
+   * read again at every registry refresh): a newly assigned key is compiled before its jobs are
+   * taken, a key taken away is released after the jobs in hand. Requires `id`; excludes `keys`.
+   * @defaultValue `false` (the registry's keys, or `keys`)
+   */
+  assigned?: boolean;
   /**
    * The most keys held when they come from the registry (idle ones are released for a key with work).
    * @defaultValue `32`
@@ -124,8 +131,10 @@ export interface ResolvedOptions {
   /** the largest batch size */
   bMax: number;
   maxWaitMs: number;
-  /** explicit keys, or null for the registry's */
+  /** explicit keys, or null for the registry's (or the assignment's) */
   keys: string[] | null;
+  /** keys come from the autoscaler's assignment set of this worker's id */
+  assigned: boolean;
   maxKeys: number;
   registryTtlMs: number;
   lockDurationMs: number;
@@ -187,6 +196,10 @@ export function resolveOptions(opts: BatchWorkerOptions): ResolvedOptions {
   if (opts.cacheBudgetBytes !== undefined && !(opts.cacheBudgetBytes > 0))
     throw new Error(`cacheBudgetBytes must be positive, got ${opts.cacheBudgetBytes}`);
   for (const k of opts.keys ?? []) parseKeyId(k);
+  const assigned = opts.assigned ?? false;
+  if (assigned && opts.id === undefined) throw new Error('an assigned worker needs its id (--id ID): its keys are assigned to that id');
+  if (assigned && opts.keys) throw new Error('assigned and keys exclude each other: an assigned worker holds the keys assigned to it');
+  if (assigned) checkWorkerId(opts.id!);
   return {
     id: opts.id ?? `${hostname()}-${process.pid}`,
     models: opts.models,
@@ -196,6 +209,7 @@ export function resolveOptions(opts: BatchWorkerOptions): ResolvedOptions {
     bMax: batchSizes[batchSizes.length - 1],
     maxWaitMs,
     keys: opts.keys ?? null,
+    assigned,
     maxKeys,
     registryTtlMs,
     lockDurationMs,

@@ -27,7 +27,7 @@ import { componentLogger, type Logger } from '../observability/logger.js';
 import { serveMetrics } from '../observability/metrics.js';
 import { createEngine, type Engine, type EngineModel } from './engine.js';
 import { beforeRun } from './faults.js';
-import { Heartbeat, workerStats, type WorkerStats } from './heartbeat.js';
+import { Heartbeat, ServiceMeter, workerStats, type WorkerStats } from './heartbeat.js';
 import { HeldQueue, type Ready, type Taken } from './held-queue.js';
 import { invariant } from './invariant.js';
 import { KeyHolder } from './key-holder.js';
@@ -81,6 +81,7 @@ export class BatchWorker {
   private readonly startedAt = Date.now();
   private warmMs = 0;
   private busyMs = 0;
+  private readonly service = new ServiceMeter();
 
   constructor(opts: BatchWorkerOptions) {
     this.opts = resolveOptions(opts);
@@ -287,6 +288,7 @@ export class BatchWorker {
     const renewer = new LockRenewer(held, this.opts.lockDurationMs, this.log, taken);
     this.inHand = renewer;
     const t0 = Date.now();
+    const tokens0 = this.metrics.tokens.total();
     try {
       this.setState('running');
       const settled = (t: Taken) => renewer.untrack(t);
@@ -302,7 +304,9 @@ export class BatchWorker {
         this.log.warn({ key: held.id, jobs: renewer.size }, 'jobs left unsettled by an error: their locks expire and they run again');
       renewer.close();
       this.inHand = null;
-      this.busyMs += Date.now() - t0;
+      const end = Date.now();
+      this.busyMs += end - t0;
+      this.service.record(held.id, taken.length, this.metrics.tokens.total() - tokens0, end - t0, end);
     }
   }
 
@@ -370,6 +374,9 @@ export class BatchWorker {
       busyMs: this.busyMs,
       warmMs: this.warmMs,
       startedAt: this.startedAt,
+      assigned: this.opts.assigned,
+      service: this.service,
+      budgetBytes: this.opts.cacheBudgetBytes,
     });
   }
 
