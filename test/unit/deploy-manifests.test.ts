@@ -437,8 +437,17 @@ test('Kubernetes: one pool of --assigned workers named by their pod, scaled by t
     'exactly what the kubernetes driver calls: nothing more',
   );
 
-  // a Service in front of the autoscaler's --metrics-port, which serves /scale
+  // a Service in front of the autoscaler's --metrics-port, which serves /scale (and /healthz, its probes)
   const scalerPort = Number(aRun.values['metrics-port']);
+  for (const probe of ['readinessProbe', 'livenessProbe'] as const) {
+    const port = a[probe]?.httpGet?.port;
+    assert.equal(a[probe]?.httpGet?.path, '/healthz', `autoscaler ${probe} on /healthz`);
+    assert.equal(
+      typeof port === 'number' ? port : a.ports?.find((p) => p.name === port)?.containerPort,
+      scalerPort,
+      `autoscaler ${probe} port`,
+    );
+  }
   const labels = scaler.object.spec?.template?.metadata?.labels ?? {};
   const service = objects.find(
     (o) =>
