@@ -345,6 +345,15 @@ test('an API error is a BatchgenError naming the status, the API message and wha
     /patch pod batchgen-worker-7d9-a in namespace batch: 403 Forbidden: pods is forbidden/,
   );
   assert.equal(api.replicas, 2, 'replicas not lowered when the pods could not be marked');
+
+  // a pod gone between the list and its patch (404) has nothing left to mark: the round goes on
+  api.failWith = {
+    match: /^PATCH \/api\/v1\/.*\/pods\/batchgen-worker-7d9-a$/,
+    status: 404,
+    message: 'pods "batchgen-worker-7d9-a" not found',
+  };
+  await driver.apply(scaleDown, STATE);
+  assert.equal(api.replicas, 1);
 });
 
 test('options: namespace and deployment name override the defaults; a bad cost order is refused', { skip }, async () => {

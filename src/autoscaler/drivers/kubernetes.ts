@@ -314,9 +314,14 @@ export class KubernetesDriver implements Driver {
 
   private async annotate(pod: string, cost: string): Promise<void> {
     const body = { metadata: { annotations: { [POD_DELETION_COST]: cost } } };
-    await call(`patch pod ${pod} in namespace ${this.namespace}`, () =>
-      this.core.patchNamespacedPod({ name: pod, namespace: this.namespace, body }, this.mergePatch),
-    );
+    try {
+      await call(`patch pod ${pod} in namespace ${this.namespace}`, () =>
+        this.core.patchNamespacedPod({ name: pod, namespace: this.namespace, body }, this.mergePatch),
+      );
+    } catch (e) {
+      // gone since it was listed: nothing left to mark
+      if (!(e instanceof KubernetesApiError && e.status === 404)) throw e;
+    }
   }
 
   private async scale(replicas: number): Promise<void> {
