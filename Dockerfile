@@ -1,4 +1,5 @@
-# batchgen image: the CLI (workers, producers) on Node 20. Build: docker build -t batchgen .
+# batchgen image: the CLI (workers, the autoscaler, producers) on Node 20.
+# Build: docker build -t batchgen:latest .   (docker-compose.yml and deploy/k8s use this name)
 FROM node:20-bookworm-slim
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
