@@ -88,10 +88,36 @@ export function hpaController(o: {
 }
 
 /**
- * A fixed fleet of n workers (started at time 0, never stopped), keys placed by the same policy
- * with min = max = n: the same placement, no scaling.
+ * A fixed fleet of n workers (ready at time 0, never stopped) in the worker's own mode, without an
+ * autoscaler: every worker holds the keys that have work, keys with the fewest holders first, while
+ * they fit its budget, giving up keys without work or arrivals to make room.
  */
-export function fixedController(n: number, settings: PolicySettings): Controller {
-  const s = { ...settings, minWorkers: n, maxWorkers: n };
-  return (state: ClusterState): Plan => decide(state, s);
+export function fixedController(n: number, budgetBytes: number, bytesOf: (key: string) => number): Controller {
+  return (state: ClusterState): Plan => {
+    const holders = new Map<string, number>();
+    const ids = Array.from({ length: n }, (_, i) => `w-${i + 1}`);
+    const current = new Map(state.workers.map((w) => [w.id, w.assigned]));
+    for (const keys of current.values()) for (const k of keys) holders.set(k, (holders.get(k) ?? 0) + 1);
+    const idle = new Set(state.keys.filter((k) => k.backlog + k.active === 0 && k.arrivalRate === 0).map((k) => k.key));
+    const workers: PlannedWorker[] = ids.map((id) => {
+      const keys = [...(current.get(id) ?? [])];
+      const withWork = state.keys
+        .filter((k) => k.backlog + k.active > 0 && !keys.includes(k.key))
+        .sort((a, b) => (holders.get(a.key) ?? 0) - (holders.get(b.key) ?? 0) || b.backlog - a.backlog || a.key.localeCompare(b.key));
+      for (const k of withWork) {
+        const used = () => keys.reduce((a, x) => a + bytesOf(x), 0);
+        while (used() + bytesOf(k.key) > budgetBytes) {
+          const out = keys.findIndex((x) => idle.has(x));
+          if (out < 0) break;
+          holders.set(keys[out], (holders.get(keys[out]) ?? 1) - 1);
+          keys.splice(out, 1);
+        }
+        if (used() + bytesOf(k.key) > budgetBytes) continue;
+        keys.push(k.key);
+        holders.set(k.key, (holders.get(k.key) ?? 0) + 1);
+      }
+      return { id, keys, action: current.has(id) ? 'keep' : 'start' };
+    });
+    return { desired_workers: n, workers, reasons: [] };
+  };
 }

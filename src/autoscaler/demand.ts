@@ -18,19 +18,53 @@ export interface KeyDemand {
   compileSeconds: number;
   /** device bytes of the key's variants; 0 when unknown (the worker's cache still bounds itself) */
   bytes: number;
-  /** worker-units: (arrivalRate + backlog / targetWaitSeconds) / serviceRate */
+  /** worker-units: (arrivalRate + backlog / (targetWaitSeconds + compileSeconds)) / serviceRate */
   load: number;
   /** runnable or running jobs: the key must have a holder */
   work: boolean;
   /** work, or arrivals: its holders are serving it */
   inUse: boolean;
+  /** worker-units of the arrivals alone: the load that lasts, without the backlog being cleared */
+  sustained: number;
 }
 
-/** The demand of one key under the settings. */
-export function keyDemand(key: KeyState, settings: PolicySettings): KeyDemand {
-  const serviceRate = key.serviceRate !== null && key.serviceRate > 0 ? key.serviceRate : settings.defaultServiceRate;
-  const compileSeconds = key.compileSeconds ?? settings.defaultCompileSeconds;
-  const rate = Math.max(0, key.arrivalRate) + Math.max(0, key.backlog) / settings.targetWaitSeconds;
+/** What an unmeasured key is assumed to cost: the median of the measured keys, else the defaults. */
+export interface Assumed {
+  serviceRate: number;
+  compileSeconds: number;
+}
+
+/**
+ * Numbers for keys not measured yet: the median over the keys that are (same hardware, similar
+ * models), and the settings' defaults when none is.
+ */
+export function assumedFor(keys: KeyState[], settings: PolicySettings): Assumed {
+  const rates = keys.map((k) => k.serviceRate).filter((x): x is number => x !== null && x > 0);
+  const compiles = keys.map((k) => k.compileSeconds).filter((x): x is number => x !== null);
+  return {
+    serviceRate: rates.length > 0 ? median(rates) : settings.defaultServiceRate,
+    compileSeconds: compiles.length > 0 ? median(compiles) : settings.defaultCompileSeconds,
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** The demand of one key under the settings; `assumed` stands in for what is not measured. */
+export function keyDemand(
+  key: KeyState,
+  settings: PolicySettings,
+  assumed: Assumed = { serviceRate: settings.defaultServiceRate, compileSeconds: settings.defaultCompileSeconds },
+): KeyDemand {
+  const serviceRate = key.serviceRate !== null && key.serviceRate > 0 ? key.serviceRate : assumed.serviceRate;
+  const compileSeconds = key.compileSeconds ?? assumed.compileSeconds;
+  // A holder added now serves only once it has compiled the key: the backlog is cleared over the
+  // target wait plus that compile, not over the target wait alone (which would start a crowd of
+  // workers for a backlog that the first of them have cleared before the rest are ready).
+  const rate = Math.max(0, key.arrivalRate) + Math.max(0, key.backlog) / (settings.targetWaitSeconds + compileSeconds);
   const work = key.backlog > 0 || key.active > 0;
   return {
     key,
@@ -40,6 +74,7 @@ export function keyDemand(key: KeyState, settings: PolicySettings): KeyDemand {
     load: rate / serviceRate,
     work,
     inUse: work || key.arrivalRate > 0,
+    sustained: Math.max(0, key.arrivalRate) / serviceRate,
   };
 }
 
@@ -47,20 +82,6 @@ export function keyDemand(key: KeyState, settings: PolicySettings): KeyDemand {
 export function holdersFor(d: KeyDemand, utilization = 1): number {
   const n = Math.ceil(d.load / utilization - EPS);
   return d.work ? Math.max(1, n) : Math.max(0, n);
-}
-
-/**
- * Holders to aim for when `current` already hold the key. At least {@link holdersFor}; but a holder
- * added only to clear backlog is not worth it when the current holders keep up with the arrivals
- * and clear the backlog before a new holder would have compiled the key.
- */
-export function targetHolders(d: KeyDemand, current: number): { target: number; drainsFirst: boolean } {
-  const want = holdersFor(d);
-  if (want <= current || current === 0) return { target: Math.max(want, current), drainsFirst: false };
-  const capacity = current * d.serviceRate;
-  const spare = capacity - Math.max(0, d.key.arrivalRate);
-  if (spare > 0 && d.key.backlog / spare <= d.compileSeconds) return { target: current, drainsFirst: true };
-  return { target: want, drainsFirst: false };
 }
 
 /**

@@ -5,16 +5,17 @@
  *
  * 1. **Stickiness.** A worker keeps the keys assigned to it while it lives. A key with more than one
  *    holder gives one up only when the others would carry its demand at no more than
- *    `releaseUtilization` of their time, and only to holders that already hold it warm.
+ *    `releaseUtilization` of their time; only a warm copy is given up, and only to warm holders.
  * 2. **Placement.** A key with work and no holder, or with fewer holders than its demand
- *    (`keyDemand`), gets one where it is ready soonest: a worker that holds it warm, then a worker
- *    with room (memory budget, and load below one worker-unit), then a new worker (scale up at once),
- *    and when the worker limit is reached the least loaded worker that can hold it. A holder added
- *    only to clear backlog is skipped when the current holders clear it before a new one would have
- *    compiled.
- * 3. **Relief (moves).** A key is spread off an overloaded worker only when the load taken off it
- *    over `moveHorizonSeconds` is more than `moveGainFactor` times the key's compile seconds; the old
- *    holder keeps it until the new one holds it warm (then rule 1 gives it up): make before break.
+ *    (`keyDemand`: arrivals plus the backlog cleared over the target wait and a compile), gets one
+ *    where it is ready soonest: a worker that holds it warm, then a worker with room (memory
+ *    budget, and load below one worker-unit), then a new worker (scale up at once), and at the
+ *    worker limit the least loaded worker that can hold it.
+ * 3. **Moves.** A key is spread off a worker whose arrivals alone overload it only when the load
+ *    taken off it over `moveHorizonSeconds` is more than `moveGainFactor` times the key's compile
+ *    seconds; a lightly loaded worker hands its keys to busier ones when the worker-seconds that
+ *    frees are worth `moveGainFactor` times the compiles. Make before break: the old holder keeps
+ *    the key until the new one holds it warm, then rule 1 gives it up.
  * 4. **Scale down.** Only an idle worker whose keys have no backlog and no active jobs stops, after a
  *    keep-alive that grows with what compiling its keys again would cost (`keepAliveSeconds`).
  *    Min and max workers are respected; with `minWorkers` 0 an idle system scales to zero.
@@ -23,7 +24,7 @@
  * below `releaseUtilization` of the rest) and the keep-alive mean that the state a plan leads to
  * gives `keep` for every worker under a steady load.
  */
-import { type KeyDemand, keepAliveSeconds, holdersFor, keyDemand, targetHolders } from './demand.js';
+import { assumedFor, type KeyDemand, keepAliveSeconds, holdersFor, keyDemand } from './demand.js';
 import type { ClusterState, Plan, PlannedWorker, PolicySettings, WorkerAction, WorkerState } from './types.js';
 
 /**
@@ -48,8 +49,11 @@ export const DEFAULT_POLICY_SETTINGS: Readonly<Required<PolicySettings>> = Objec
   minIdleSeconds: 30,
   /** @defaultValue 600 s: twice KEDA's default cooldown (300 s), for keys that take minutes to compile on a GPU */
   maxIdleSeconds: 600,
-  /** @defaultValue 2: "clearly more": the move must pay for its compile twice over */
-  moveGainFactor: 2,
+  /**
+   * @defaultValue 4: "clearly more": a move must pay for its compile four times over, since the
+   * target serves nothing while it compiles and the load it is weighed against may not last
+   */
+  moveGainFactor: 4,
   /**
    * @defaultValue 15 s: `npm run bench` measures 3.1 s at B=1 and 4.1 s at B=8 for a GPT-2-small key
    * on wasm; the four sizes 1, 2, 4, 8 add up to about 15 s
@@ -95,7 +99,8 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
   /** decisions made: a pass that makes none ends the passes */
   let changes = 0;
   const demand = new Map<string, KeyDemand>();
-  for (const k of [...state.keys].sort((a, b) => cmp(a.key, b.key))) if (!demand.has(k.key)) demand.set(k.key, keyDemand(k, s));
+  const assumed = assumedFor(state.keys, s);
+  for (const k of [...state.keys].sort((a, b) => cmp(a.key, b.key))) if (!demand.has(k.key)) demand.set(k.key, keyDemand(k, s, assumed));
 
   const workers = [...state.workers].sort((a, b) => cmp(a.id, b.id));
   const usedIds = new Set(workers.map((w) => w.id));
@@ -120,6 +125,9 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
   const holders = (key: string) => live().filter((x) => x.keys.includes(key));
   const share = (key: string) => demand.get(key)!.load / Math.max(1, holders(key).length);
   const load = (x: Slot) => x.keys.reduce((a, k) => a + share(k), 0);
+  const sustainedShare = (key: string) => demand.get(key)!.sustained / Math.max(1, holders(key).length);
+  /** the load of the arrivals alone: what a move is weighed against (backlog is placement's job) */
+  const sustained = (x: Slot) => x.keys.reduce((a, k) => a + sustainedShare(k), 0);
   const bytes = (x: Slot) => x.keys.reduce((a, k) => a + demand.get(k)!.bytes, 0);
   const hasWork = (k: string) => demand.get(k)?.work ?? false;
   /** no key with backlog or active jobs, neither planned nor assigned before */
@@ -171,17 +179,12 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
       if (hs.length <= keep) break;
       const candidates = hs.filter((x) => {
         const rest = hs.filter((y) => y !== x);
-        if (!rest.every((y) => warm(y, key))) return false;
+        if (!warm(x, key) || !rest.every((y) => warm(y, key))) return false;
         const restShare = d.load / rest.length;
         return rest.every((y) => load(y) - share(key) + restShare <= s.releaseUtilization + EPS);
       });
       if (candidates.length === 0) break;
-      candidates.sort(
-        (a, b) =>
-          Number(warm(a, key)) - Number(warm(b, key)) ||
-          a.keys.filter((k) => demand.get(k)!.inUse).length - b.keys.filter((k) => demand.get(k)!.inUse).length ||
-          cmp(b.id, a.id),
-      );
+      candidates.sort((a, b) => load(a) - load(b) || cmp(b.id, a.id));
       const x = candidates[0];
       x.keys = x.keys.filter((k) => k !== key);
       reasons.push(
@@ -203,10 +206,7 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
       const key = d.key.key;
       const current = holders(key).length;
       if (!d.work && current === 0) continue;
-      const { target, drainsFirst } = targetHolders(d, current);
-      if (drainsFirst) {
-        notes.push(`hold ${key} on ${current}: backlog ${d.key.backlog} clears before a new holder compiles (${fmt(d.compileSeconds)} s)`);
-      }
+      const target = Math.max(current, holdersFor(d));
       for (let h = current; h < target; h++) {
         const perHolder = d.load / target;
         const why =
@@ -257,15 +257,15 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
   }
   function relieveOnce(): boolean {
     const over = live()
-      .filter((x) => load(x) > 1 + EPS)
-      .sort((a, b) => load(b) - load(a) || cmp(a.id, b.id));
+      .filter((x) => sustained(x) > 1 + EPS)
+      .sort((a, b) => sustained(b) - sustained(a) || cmp(a.id, b.id));
     for (const w of over) {
-      const keys = w.keys.filter((k) => demand.get(k)!.inUse).sort((a, b) => share(b) - share(a) || cmp(a, b));
+      const keys = w.keys.filter((k) => demand.get(k)!.inUse).sort((a, b) => sustainedShare(b) - sustainedShare(a) || cmp(a, b));
       for (const key of keys) {
         const d = demand.get(key)!;
         const h = holders(key).length;
         const newShare = d.load / (h + 1);
-        const gainUnits = Math.min(load(w) - 1, share(key) - newShare);
+        const gainUnits = Math.min(sustained(w) - 1, sustainedShare(key) - d.sustained / (h + 1));
         const gain = gainUnits * s.moveHorizonSeconds;
         if (gain <= s.moveGainFactor * d.compileSeconds) continue;
         let target: Slot | null =
@@ -274,7 +274,7 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
             .sort((a, b) => Number(warm(b, key)) - Number(warm(a, key)) || load(a) - load(b) || cmp(a.id, b.id))[0] ?? null;
         if (!target && newModels.has(d.key.model) && d.bytes <= newBudget) target = newSlot();
         if (!target) continue;
-        const wLoad = load(w);
+        const wLoad = sustained(w);
         assign(target, key, []);
         reasons.push(
           `${target.action === 'start' ? 'start' : 'spread'} ${key} → ${target.id}: ${w.id} at load ${fmt(wLoad)}, ` +
@@ -282,6 +282,57 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
         );
         return true;
       }
+    }
+    return false;
+  }
+
+  /**
+   * Consolidation: a lightly loaded worker whose keys all fit on busier workers (at no more than
+   * `releaseUtilization`, and with no jobs waiting: a worker serves nothing while it compiles)
+   * hands them over when the worker-seconds freed over `moveHorizonSeconds`
+   * are more than `moveGainFactor` times the compiles. Make before break: the targets compile
+   * first, then rule 1 gives the keys up on this worker, which then goes idle and stops.
+   */
+  function consolidateOnce(): boolean {
+    const light = live()
+      .filter((x) => x.action === 'keep' && x.worker && !x.worker.pending && x.keys.length > 0)
+      .sort((a, b) => load(a) - load(b) || cmp(b.id, a.id));
+    for (const w of light) {
+      const alone = w.keys.filter((k) => holders(k).length === 1);
+      // keys with jobs waiting stay with their warm holder; hand-overs happen between bursts
+      if (alone.length === 0 || alone.some(hasWork)) continue;
+      const plan: [string, Slot][] = [];
+      const extra = new Map<Slot, number>();
+      const extraBytes = new Map<Slot, number>();
+      let cost = 0;
+      for (const key of alone) {
+        const d = demand.get(key)!;
+        const t = live()
+          .filter(
+            (x) =>
+              x !== w &&
+              !x.keys.some(hasWork) &&
+              canLoad(x, key) &&
+              (load(x) > load(w) + EPS || (Math.abs(load(x) - load(w)) <= EPS && cmp(x.id, w.id) < 0)) &&
+              bytes(x) + (extraBytes.get(x) ?? 0) + d.bytes <= x.budget + EPS &&
+              load(x) + (extra.get(x) ?? 0) + d.load <= s.releaseUtilization + EPS,
+          )
+          .sort((a, b) => Number(warm(b, key)) - Number(warm(a, key)) || load(b) - load(a) || cmp(a.id, b.id))[0];
+        if (!t) break;
+        plan.push([key, t]);
+        extra.set(t, (extra.get(t) ?? 0) + d.load);
+        extraBytes.set(t, (extraBytes.get(t) ?? 0) + d.bytes);
+        if (!warm(t, key)) cost += d.compileSeconds;
+      }
+      if (plan.length < alone.length) continue;
+      if (s.moveHorizonSeconds <= s.moveGainFactor * cost) continue;
+      const wLoad = load(w);
+      for (const [key, t] of plan) assign(t, key, []);
+      reasons.push(
+        `consolidate ${w.id} (load ${fmt(wLoad)}) → ${plan.map(([k, t]) => `${k} on ${t.id}`).join(', ')}: ` +
+          `frees a worker for ${fmt(s.moveHorizonSeconds)} s > ${fmt(s.moveGainFactor)} × ${fmt(cost)} s compile`,
+      );
+      return true;
     }
     return false;
   }
@@ -342,6 +393,7 @@ export function decide(state: ClusterState, settings: PolicySettings): Plan {
     notes.length = 0;
     place();
     relieve();
+    for (let guard = 0; guard < slots.length + 1 && consolidateOnce(); guard++);
     limits();
     scaleDown();
     if (changes === before) break;

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decide, DEFAULT_POLICY_SETTINGS } from '../../src/autoscaler/policy.js';
-import { keepAliveSeconds, keyDemand } from '../../src/autoscaler/demand.js';
+import { assumedFor, keepAliveSeconds, keyDemand } from '../../src/autoscaler/demand.js';
 import type { ClusterState, KeyState, Plan, PolicySettings, WorkerState } from '../../src/autoscaler/types.js';
 
 const S: PolicySettings = { ...DEFAULT_POLICY_SETTINGS, maxWorkers: 8 };
@@ -95,6 +95,17 @@ test('demand: an unmeasured key uses the default service rate and compile second
   assert.equal(p.desired_workers, 3);
 });
 
+test('demand: an unmeasured key is assumed to cost what the measured keys cost (their median)', () => {
+  const keys = [
+    key('u', { serviceRate: null, compileSeconds: null }),
+    key('x', { serviceRate: 3, compileSeconds: 50 }),
+    key('y', { serviceRate: 5, compileSeconds: 70 }),
+  ];
+  const d = keyDemand(keys[0], settings(), assumedFor(keys, settings()));
+  assert.equal(d.serviceRate, 4);
+  assert.equal(d.compileSeconds, 60);
+});
+
 test('demand: small keys share a worker; keys that together exceed one worker get another', () => {
   const small = decide(cluster([key('a', { backlog: 3 }), key('b', { backlog: 3 }), key('c', { backlog: 3 })]), settings());
   assert.equal(small.desired_workers, 1);
@@ -111,9 +122,9 @@ test('demand: small keys share a worker; keys that together exceed one worker ge
 test('a key with backlog gets a holder; at the worker limit it goes to the least loaded worker', () => {
   const w1 = worker('w-1', { assigned: ['m:a'] });
   const w2 = worker('w-2', { assigned: ['m:b'] });
-  // w-1 at 1.07 workers, w-2 at 0.57: c (0.5 workers) fits on neither
+  // w-1 at 1.0 workers, w-2 at 0.54: c (30 / 50 s = 0.6 workers) fits on neither
   const state = cluster(
-    [key('a', { arrivalRate: 0.9, backlog: 5 }), key('b', { arrivalRate: 0.5, backlog: 2 }), key('c', { backlog: 15 })],
+    [key('a', { arrivalRate: 0.9, backlog: 5 }), key('b', { arrivalRate: 0.5, backlog: 2 }), key('c', { backlog: 30 })],
     [w1, w2],
   );
   const p = decide(state, settings({ maxWorkers: 2 }));
@@ -140,7 +151,7 @@ test('no worker is idle while a key with work has no holder: the idle one takes 
 // --- scale up at once, scale down after a compile-sized keep-alive --------------------------------
 
 test('scale up at once: every key with work gets its holders in one plan', () => {
-  const keys = ['a', 'b', 'c'].map((n) => key(n, { backlog: 24 }));
+  const keys = ['a', 'b', 'c'].map((n) => key(n, { backlog: 40 })); // 0.8 workers each
   const p = decide(cluster(keys), settings());
   assert.equal(p.desired_workers, 3);
   assert.deepEqual(
@@ -218,14 +229,12 @@ test('stickiness: a key stays on the worker that holds it even when another is i
   assert.deepEqual(holdersOf(p, 'm:a'), ['w-1']);
 });
 
-test('a holder added only for backlog is skipped when the current holder clears it before a new one compiles', () => {
-  // one holder at 1 job/s, no arrivals, 40 waiting: 40 s to clear, demand 40/30 → 2 holders
+test('backlog is cleared over the target wait plus a compile: a key slow to compile gets fewer new holders', () => {
   const mk = (compileSeconds: number) =>
-    decide(cluster([key('a', { backlog: 40, compileSeconds })], [worker('w-1', { assigned: ['m:a'] })]), settings());
-  const slow = mk(60); // clears in 40 s < 60 s compile: no new holder
-  assert.equal(slow.desired_workers, 1);
-  assert.ok(slow.reasons.some((r) => r.startsWith('hold m:a on 1: backlog 40 clears before')));
-  assert.equal(mk(10).desired_workers, 2); // clears in 40 s > 10 s compile: worth it
+    decide(cluster([key('a', { backlog: 100, compileSeconds })], [worker('w-1', { assigned: ['m:a'] })]), settings());
+  assert.equal(mk(20).desired_workers, 2); // 100 / (30 + 20) s = 2 jobs/s
+  assert.equal(mk(70).desired_workers, 1); // 100 / (30 + 70) s = 1 job/s
+  assert.equal(keyDemand(key('a', { backlog: 100, arrivalRate: 0.5, compileSeconds: 70 }), settings()).load, 1.5);
 });
 
 test('moves: a key is spread off an overloaded worker only when the gain is clearly more than its compile', () => {
@@ -238,12 +247,12 @@ test('moves: a key is spread off an overloaded worker only when the gain is clea
       ),
       settings(),
     );
-  // gain: min(0.6, 0.8 - 0.4) = 0.4 workers × 300 s = 120 s; pays for a 50 s compile twice, not a 70 s one
-  const cheap = mk(50);
+  // gain: min(0.6, 0.8 - 0.4) = 0.4 workers × 300 s = 120 s; pays for a 25 s compile four times, not a 35 s one
+  const cheap = mk(25);
   assert.deepEqual(holdersOf(cheap, 'm:a'), ['w-1', 'w-2']);
   assert.deepEqual(holdersOf(cheap, 'm:b'), ['w-1']);
   assert.ok(cheap.reasons.some((r) => r.startsWith('spread m:a → w-2: w-1 at load 1.60')));
-  const dear = mk(70);
+  const dear = mk(35);
   assert.deepEqual(holdersOf(dear, 'm:a'), ['w-1']);
   assert.deepEqual(holdersOf(dear, 'm:b'), ['w-1']);
 });
@@ -259,9 +268,30 @@ test('make before break: a surplus holder is given up only to holders that hold 
       'm:a',
     );
   assert.equal(mk(['m:a'], ['m:a']).length, 1); // both warm: one goes
-  assert.deepEqual(mk([], ['m:a']), ['w-2']); // w-1 still compiling: it is the one that goes
-  assert.deepEqual(mk(['m:a'], []), ['w-1']);
-  assert.deepEqual(mk([], []), ['w-1', 'w-2']); // neither warm: both stay
+  // while either is still compiling it, both stay: a cold copy is not given up, nor a warm one to a cold one
+  assert.deepEqual(mk([], ['m:a']), ['w-1', 'w-2']);
+  assert.deepEqual(mk(['m:a'], []), ['w-1', 'w-2']);
+  assert.deepEqual(mk([], []), ['w-1', 'w-2']);
+});
+
+test('consolidation: a light worker hands its keys to a busier one when the freed worker-seconds pay for the compiles', () => {
+  const mk = (compileSeconds: number) =>
+    cluster(
+      [key('a', { arrivalRate: 0.1, compileSeconds }), key('b', { arrivalRate: 0.2, compileSeconds })],
+      [worker('w-1', { assigned: ['m:a'] }), worker('w-2', { assigned: ['m:b'] })],
+    );
+  // 300 s of a worker freed > 4 × 20 s compile: a goes to w-2 as well (w-2 compiles it first)
+  const p = decide(mk(20), settings());
+  assert.deepEqual(holdersOf(p, 'm:a'), ['w-1', 'w-2']);
+  assert.ok(p.reasons.some((r) => r.startsWith('consolidate w-1 (load 0.10) → m:a on w-2')));
+  // once w-2 holds it warm, w-1 gives it up and has nothing left
+  const next = decide(
+    { ...mk(20), workers: [worker('w-1', { assigned: ['m:a'] }), worker('w-2', { assigned: ['m:a', 'm:b'] })] },
+    settings(),
+  );
+  assert.deepEqual(byId(next, 'w-1').keys, []);
+  // 300 s < 4 × 100 s compile: not worth it
+  assert.deepEqual(holdersOf(decide(mk(100), settings()), 'm:a'), ['w-1']);
 });
 
 test('after a burst, surplus holders give the key up so that they can go idle', () => {
