@@ -27,7 +27,7 @@ import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
-import { parseRequestLine, parseRequestValue, type ParsedLine } from '../shared/requests.js';
+import { lineTooLong, parseRequestLine, parseRequestValue, tooManyLines, type ParsedLine } from '../shared/requests.js';
 import {
   errorRecord,
   type BatchStatus,
@@ -41,6 +41,10 @@ import { DEFAULT_POLICIES, prepareRequest, type BucketPolicies } from './prepare
 import { batchHealth } from './health.js';
 import type { KeyDiagnosis } from '../shared/key-health.js';
 import type { NumberedLine } from './jsonl.js';
+
+/** A line the reader did not read (too long, or past the lines a batch may have). */
+const rejectedLine = (l: NumberedLine): ParsedLine =>
+  l.rejected === 'too_many' ? tooManyLines(l.line) : lineTooLong(l.line, l.bytes ?? 0);
 import { requestEndpointOf, requestFingerprint, requestFormOf } from './request-identity.js';
 
 export interface GenerationClientOptions extends KeyspaceOptions {
@@ -203,7 +207,7 @@ export class GenerationClient {
   async submitLines(lines: Iterable<NumberedLine> | AsyncIterable<NumberedLine>, opts: SubmitOptions = {}): Promise<BatchHandle> {
     async function* parsed(): AsyncGenerator<MetaLine> {
       for await (const l of lines as AsyncIterable<NumberedLine>) {
-        const p = parseRequestLine(l.text, l.line);
+        const p = l.rejected ? rejectedLine(l) : parseRequestLine(l.text, l.line);
         yield withMeta(p, p.ok || p.counted ? JSON.parse(l.text) : null);
       }
     }
