@@ -27,6 +27,7 @@ import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
+import type { RedisTlsFiles } from '../shared/redis-tls.js';
 import { lineTooLong, parseRequestLine, parseRequestValue, tooManyLines, type ParsedLine } from '../shared/requests.js';
 import {
   errorRecord,
@@ -64,6 +65,8 @@ export interface GenerationClientOptions extends KeyspaceOptions {
   chunkSize?: number;
   /** How long connecting to Redis may take. Default 5000 ms. */
   connectTimeoutMs?: number;
+  /** CA and client certificate files for a rediss:// URL. Default: BATCHGEN_REDIS_CA, BATCHGEN_REDIS_CERT, BATCHGEN_REDIS_KEY. */
+  redisTls?: RedisTlsFiles;
   logger?: Logger;
 }
 
@@ -165,6 +168,7 @@ export class GenerationClient {
       role: 'client',
       connectTimeoutMs: opts.connectTimeoutMs,
       name: 'batchgen-producer',
+      tls: opts.redisTls,
     });
     redis.on('error', () => {}); // failures surface as rejected calls (redis_unavailable)
     return new GenerationClient(redis, models, opts);
