@@ -186,9 +186,22 @@ export function errorRecord(line: number | null, customId: string | null, code: 
   return { line, custom_id: customId, error: { code, message } };
 }
 
+/**
+ * A union's failure told by the one branch whose type matched (a text prompt too long, a list of ids
+ * too long), instead of zod's bare "Invalid input".
+ */
+function unionBranches(issues: z.core.$ZodIssue[]): z.core.$ZodIssue[] {
+  return issues.flatMap((i) => {
+    if (i.code !== 'invalid_union' || !('errors' in i) || !Array.isArray(i.errors)) return [i];
+    const typed = i.errors.filter((b) => !b.every((x) => x.code === 'invalid_type' && x.path.length === 0));
+    if (typed.length !== 1) return [i];
+    return unionBranches(typed[0].map((x) => ({ ...x, path: [...i.path, ...x.path] })));
+  });
+}
+
 /** A readable one-line account of a zod error: `path: message; path: message`. */
 export function describeZodError(e: z.ZodError): string {
-  return e.issues
+  return unionBranches(e.issues)
     .slice(0, 5)
     .map((i) => {
       const path = i.path.length ? i.path.map(String).join('.') : '(line)';
