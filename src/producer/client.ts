@@ -27,7 +27,8 @@ import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
 import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
-import { parseRequestLine, parseRequestValue, type ParsedLine } from '../shared/requests.js';
+import type { RedisTlsFiles } from '../shared/redis-tls.js';
+import { lineTooLong, parseRequestLine, parseRequestValue, tooManyLines, type ParsedLine } from '../shared/requests.js';
 import {
   errorRecord,
   type BatchStatus,
@@ -41,6 +42,10 @@ import { DEFAULT_POLICIES, prepareRequest, type BucketPolicies } from './prepare
 import { batchHealth } from './health.js';
 import type { KeyDiagnosis } from '../shared/key-health.js';
 import type { NumberedLine } from './jsonl.js';
+
+/** A line the reader did not read (too long, or past the lines a batch may have). */
+const rejectedLine = (l: NumberedLine): ParsedLine =>
+  l.rejected === 'too_many' ? tooManyLines(l.line) : lineTooLong(l.line, l.bytes ?? 0);
 import { requestEndpointOf, requestFingerprint, requestFormOf } from './request-identity.js';
 
 export interface GenerationClientOptions extends KeyspaceOptions {
@@ -84,6 +89,11 @@ export interface GenerationClientOptions extends KeyspaceOptions {
    * @defaultValue 5000
    */
   connectTimeoutMs?: number;
+  /**
+   * CA and client certificate files for a `rediss://` URL.
+   * @defaultValue BATCHGEN_REDIS_CA, BATCHGEN_REDIS_CERT, BATCHGEN_REDIS_KEY
+   */
+  redisTls?: RedisTlsFiles;
   /**
    * @defaultValue a child of the root pino logger, component `producer`
    */
@@ -210,6 +220,7 @@ export class GenerationClient {
       role: 'client',
       connectTimeoutMs: opts.connectTimeoutMs,
       name: 'batchgen-producer',
+      tls: opts.redisTls,
     });
     redis.on('error', () => {}); // failures surface as rejected calls (redis_unavailable)
     return new GenerationClient(redis, models, opts);
@@ -252,7 +263,7 @@ export class GenerationClient {
   async submitLines(lines: Iterable<NumberedLine> | AsyncIterable<NumberedLine>, opts: SubmitOptions = {}): Promise<BatchHandle> {
     async function* parsed(): AsyncGenerator<MetaLine> {
       for await (const l of lines as AsyncIterable<NumberedLine>) {
-        const p = parseRequestLine(l.text, l.line);
+        const p = l.rejected ? rejectedLine(l) : parseRequestLine(l.text, l.line);
         yield withMeta(p, p.ok || p.counted ? JSON.parse(l.text) : null);
       }
     }

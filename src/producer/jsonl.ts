@@ -2,26 +2,32 @@
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { createInterface } from 'node:readline';
 import { formatErrorLine, formatResultLine } from '../shared/output.js';
 import { BatchgenError } from '../shared/errors.js';
+import { LIMITS } from '../shared/limits.js';
 import type { ErrorRecord, ResultRecord } from '../shared/schemas.js';
 
 export interface NumberedLine {
   /** 1-based line number in the file */
   line: number;
+  /** the line without surrounding blanks ('' when `rejected`) */
   text: string;
+  /**
+   * Set when the line was not read: `too_long` (above maxLineBytes: its bytes were skipped, `bytes`
+   * says how many), or `too_many` (one past maxLinesPerBatch: the last line yielded).
+   */
+  rejected?: 'too_long' | 'too_many';
+  bytes?: number;
+}
+
+export interface LineLimits {
+  maxLineBytes: number;
+  maxLinesPerBatch: number;
 }
 
 /** The non-blank lines of a JSONL file, numbered from 1, streamed (large files never sit in memory). */
-export async function* readJsonlFile(file: string): AsyncGenerator<NumberedLine> {
-  const rl = createInterface({ input: createReadStream(file, { encoding: 'utf-8' }), crlfDelay: Infinity });
-  let line = 0;
-  for await (const raw of rl) {
-    line += 1;
-    const text = raw.trim();
-    if (text.length > 0) yield { line, text };
-  }
+export async function* readJsonlFile(file: string, limits: LineLimits = LIMITS): AsyncGenerator<NumberedLine> {
+  yield* numberedLines(createReadStream(file), limits);
 }
 
 /**
@@ -29,7 +35,7 @@ export async function* readJsonlFile(file: string): AsyncGenerator<NumberedLine>
  * folder or an unreadable file `invalid_request`, a file without any request line `empty_input`.
  * Returns its numbered lines (the first one already read).
  */
-export async function openJsonlInput(file: string): Promise<AsyncGenerator<NumberedLine>> {
+export async function openJsonlInput(file: string, limits: LineLimits = LIMITS): Promise<AsyncGenerator<NumberedLine>> {
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -42,7 +48,7 @@ export async function openJsonlInput(file: string): Promise<AsyncGenerator<Numbe
     await fh.close();
     throw new BatchgenError('invalid_request', `${file} is a folder, not a JSONL file`);
   }
-  const lines = numberedLines(fh.createReadStream({ encoding: 'utf-8' }));
+  const lines = numberedLines(fh.createReadStream(), limits);
   const first = await lines.next();
   if (first.done) {
     await fh.close();
@@ -58,14 +64,72 @@ export async function openJsonlInput(file: string): Promise<AsyncGenerator<Numbe
   })();
 }
 
-async function* numberedLines(input: NodeJS.ReadableStream): AsyncGenerator<NumberedLine> {
-  const rl = createInterface({ input, crlfDelay: Infinity });
+const NL = 0x0a;
+
+/**
+ * Splits a byte stream into numbered, non-blank lines, holding at most `maxLineBytes` of one line:
+ * a longer line is skipped to its newline and comes out as `rejected: 'too_long'`, so memory stays
+ * bounded whatever the input. After `maxLinesPerBatch` non-blank lines, the next one comes out as
+ * `rejected: 'too_many'` and reading stops.
+ */
+export async function* numberedLines(input: AsyncIterable<Buffer | string>, limits: LineLimits = LIMITS): AsyncGenerator<NumberedLine> {
+  let parts: Buffer[] = [];
+  let held = 0; // bytes in parts
+  let skipped = -1; // bytes of the current line when it is being skipped (too long), else -1
   let line = 0;
-  for await (const raw of rl) {
+  let count = 0;
+  function* end(): Generator<NumberedLine, boolean> {
     line += 1;
-    const text = raw.trim();
-    if (text.length > 0) yield { line, text };
+    if (skipped >= 0) {
+      const bytes = skipped;
+      skipped = -1;
+      count += 1;
+      if (count > limits.maxLinesPerBatch) {
+        yield { line, text: '', rejected: 'too_many' };
+        return true;
+      }
+      yield { line, text: '', rejected: 'too_long', bytes };
+      return false;
+    }
+    const text = (parts.length === 1 ? parts[0] : Buffer.concat(parts, held)).toString('utf8').trim();
+    parts = [];
+    held = 0;
+    if (text.length === 0) return false;
+    count += 1;
+    if (count > limits.maxLinesPerBatch) {
+      yield { line, text: '', rejected: 'too_many' };
+      return true;
+    }
+    yield { line, text };
+    return false;
   }
+  const add = (b: Buffer) => {
+    if (b.length === 0) return;
+    if (skipped >= 0) {
+      skipped += b.length;
+      return;
+    }
+    if (held + b.length > limits.maxLineBytes) {
+      skipped = held + b.length;
+      parts = [];
+      held = 0;
+      return;
+    }
+    parts.push(b);
+    held += b.length;
+  };
+  for await (const chunk of input) {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+    let from = 0;
+    for (let nl = buf.indexOf(NL, from); nl >= 0; nl = buf.indexOf(NL, from)) {
+      // a line's bytes are copied out of the chunk, so that a kept line never pins a whole chunk
+      add(Buffer.from(buf.subarray(from, nl)));
+      from = nl + 1;
+      if (yield* end()) return;
+    }
+    if (from < buf.length) add(Buffer.from(buf.subarray(from)));
+  }
+  if (held > 0 || skipped >= 0) yield* end();
 }
 
 /** Writes one JSON value per line; `close()` resolves once everything is on disk. */

@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'invalid_config'
   | 'redis_out_of_memory'
   | 'redis_auth_failed'
+  | 'redis_tls_failed'
   | 'redis_permission_denied'
   | 'redis_error'
   | 'internal_error';

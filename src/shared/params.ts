@@ -1,16 +1,19 @@
 import { z } from 'zod';
 import { BatchgenError } from './errors.js';
+import { LIMITS } from './limits.js';
 
 /** The most stop ids a request may add (beam variants fetch enough candidates for this many). */
-export const MAX_STOP_TOKEN_IDS = 16;
+export const MAX_STOP_TOKEN_IDS = LIMITS.maxStopTokenIds;
 
 /** The most stop strings a request may give (OpenAI's limit), and the longest one. */
-export const MAX_STOP_STRINGS = 4;
-export const MAX_STOP_STRING_CHARS = 256;
+export const MAX_STOP_STRINGS = LIMITS.maxStopStrings;
+export const MAX_STOP_STRING_CHARS = LIMITS.maxStopStringChars;
+
+const atMost = (n: number, name: string) => `at most ${n} (the ${name} limit)`;
 
 /** Every generation parameter, with Hugging Face's names and the bounds a request may use. */
 export const GenerationParamFields = z.object({
-  max_new_tokens: z.number().int().min(1).max(8192),
+  max_new_tokens: z.number().int().min(1).max(LIMITS.maxNewTokens, atMost(LIMITS.maxNewTokens, 'maxNewTokens')),
   do_sample: z.boolean(),
   temperature: z.number().gt(0).max(100),
   top_k: z.number().int().min(0),
@@ -21,13 +24,20 @@ export const GenerationParamFields = z.object({
   length_penalty: z.number().min(-100).max(100),
   early_stopping: z.union([z.boolean(), z.literal('never')]),
   /** Extra token ids that end a row, besides the model's EOS. */
-  stop_token_ids: z.array(z.number().int().min(0)).max(MAX_STOP_TOKEN_IDS),
+  stop_token_ids: z.array(z.number().int().min(0)).max(MAX_STOP_TOKEN_IDS, `${atMost(MAX_STOP_TOKEN_IDS, 'maxStopTokenIds')} ids`),
   /** Texts that end a row (checked on the decoded text, across token boundaries); the text ends before it. */
-  stop_strings: z.array(z.string().min(1).max(MAX_STOP_STRING_CHARS)).max(MAX_STOP_STRINGS),
+  stop_strings: z
+    .array(
+      z
+        .string()
+        .min(1)
+        .max(MAX_STOP_STRING_CHARS, `${atMost(MAX_STOP_STRING_CHARS, 'maxStopStringChars')} characters`),
+    )
+    .max(MAX_STOP_STRINGS, `${atMost(MAX_STOP_STRINGS, 'maxStopStrings')} stop strings`),
   /** EOS and stop ids cannot be chosen before this many new tokens. */
-  min_new_tokens: z.number().int().min(0).max(8192),
+  min_new_tokens: z.number().int().min(0).max(LIMITS.maxNewTokens, atMost(LIMITS.maxNewTokens, 'maxNewTokens')),
   /** An n-gram of this size never occurs twice in prompt + generated (0: off). */
-  no_repeat_ngram_size: z.number().int().min(0).max(8192),
+  no_repeat_ngram_size: z.number().int().min(0).max(LIMITS.maxNewTokens, atMost(LIMITS.maxNewTokens, 'maxNewTokens')),
 });
 /**
  * A request's generation parameters. Everything is optional: what a request leaves out comes from

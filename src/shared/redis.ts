@@ -8,6 +8,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { BatchgenError } from './errors.js';
+import { describeTlsFailure, isPermanentTlsError, isTlsUrl, tlsFilesFromEnv, tlsOptionsFor, type RedisTlsFiles } from './redis-tls.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -27,6 +28,8 @@ export interface RedisConnectionOptions {
   connectTimeoutMs?: number;
   /** Connection name shown by CLIENT LIST. */
   name?: string;
+  /** CA and client certificate files for a rediss:// URL. Default: BATCHGEN_REDIS_CA, BATCHGEN_REDIS_CERT, BATCHGEN_REDIS_KEY. */
+  tls?: RedisTlsFiles;
 }
 
 /** Redacts the password of a URL for messages and logs. */
@@ -46,14 +49,23 @@ function optionsFor(role: RedisRole, name: string | undefined, timeoutMs: number
 export async function connectRedis(opts: RedisConnectionOptions = {}): Promise<Redis> {
   const url = redisUrlFrom(opts.url);
   const timeoutMs = opts.connectTimeoutMs ?? 5000;
-  const redis = new Redis(url, optionsFor(opts.role ?? 'client', opts.name, timeoutMs));
+  const tlsFiles = opts.tls ?? tlsFilesFromEnv();
+  const tls = tlsOptionsFor(url, tlsFiles);
+  const redis = new Redis(url, { ...optionsFor(opts.role ?? 'client', opts.name, timeoutMs), ...(tls ? { tls } : {}) });
   let lastError: Error | null = null;
+  let failFast: ((e: Error) => void) | null = null;
   const onError = (e: Error) => {
     lastError = e;
+    // a certificate that does not verify, or a refused handshake, will not change by retrying
+    if (isTlsUrl(url) && isPermanentTlsError(e as NodeJS.ErrnoException)) failFast?.(e);
   };
   redis.on('error', onError);
   try {
     await new Promise<void>((resolve, reject) => {
+      failFast = (e) => {
+        clearTimeout(timer);
+        reject(e);
+      };
       const timer = setTimeout(() => reject(new Error(lastError ? lastError.message : `no answer within ${timeoutMs} ms`)), timeoutMs);
       redis.connect().then(
         () => {
@@ -68,6 +80,8 @@ export async function connectRedis(opts: RedisConnectionOptions = {}): Promise<R
     });
   } catch (e) {
     redis.disconnect();
+    const tlsWhy = isTlsUrl(url) && lastError ? describeTlsFailure(lastError as NodeJS.ErrnoException, tlsFiles) : null;
+    if (tlsWhy) throw new BatchgenError('redis_tls_failed', `TLS to Redis at ${redactUrl(url)} failed: ${tlsWhy}`);
     // a refused login surfaces as an 'error' event, the connect itself only as "Connection is closed"
     const refused = (lastError as Error | null)?.message;
     if (refused && /^(NOAUTH|WRONGPASS|NOPERM)\b/.test(refused)) {
@@ -76,7 +90,9 @@ export async function connectRedis(opts: RedisConnectionOptions = {}): Promise<R
         `Redis at ${redactUrl(url)} refused the login: ${refused.split('\n')[0]} (give the user and password in the URL: redis://user:password@host:port)`,
       );
     }
-    throw new BatchgenError('redis_unavailable', `cannot reach Redis at ${redactUrl(url)}: ${(e as Error).message}`);
+    const plainToTls =
+      !isTlsUrl(url) && /Connection is closed|ECONNRESET/.test((e as Error).message) ? ' (if this Redis takes TLS, use rediss://)' : '';
+    throw new BatchgenError('redis_unavailable', `cannot reach Redis at ${redactUrl(url)}: ${(e as Error).message}${plainToTls}`);
   }
   return redis;
 }

@@ -4,6 +4,7 @@
  * never silently dropped or changed.
  */
 import { BatchgenError, type ErrorCode } from './errors.js';
+import { LIMITS, overLimit, utf8Bytes } from './limits.js';
 import type { GenerationParams } from './params.js';
 import {
   NativeRequest,
@@ -132,13 +133,15 @@ export function parseRequestValue(value: unknown, line: number): ParsedLine {
   }
   const rec = value as Record<string, unknown>;
   const cid = rec.custom_id;
-  if (typeof cid !== 'string' || cid.length === 0 || cid.length > 256) {
+  if (typeof cid !== 'string' || cid.length === 0 || cid.length > LIMITS.maxCustomIdChars) {
     return fail(
       line,
-      typeof cid === 'string' ? cid : null,
+      typeof cid === 'string' && cid.length <= LIMITS.maxCustomIdChars ? cid : null,
       false,
       'invalid_request',
-      `line ${line}: custom_id must be a string of 1 to 256 characters`,
+      typeof cid === 'string' && cid.length > LIMITS.maxCustomIdChars
+        ? `line ${line}: ${overLimit('custom_id', cid.length, 'characters', 'maxCustomIdChars')}`
+        : `line ${line}: custom_id must be a string of 1 to ${LIMITS.maxCustomIdChars} characters`,
     );
   }
   try {
@@ -149,8 +152,31 @@ export function parseRequestValue(value: unknown, line: number): ParsedLine {
   }
 }
 
-/** Reads one JSONL line (1-based `line`): JSON, then parseRequestValue. */
+/** The rejected line of a line longer than the limit (its content was not read). */
+export function lineTooLong(line: number, bytes: number): ParsedLine {
+  return fail(
+    line,
+    null,
+    false,
+    'invalid_request',
+    `line ${line}: ${overLimit('the line', bytes, 'bytes', 'maxLineBytes')}; it was not read`,
+  );
+}
+
+/** The rejected line that is one past the lines a batch may have: the rest of the input is not read. */
+export function tooManyLines(line: number): ParsedLine {
+  return fail(
+    line,
+    null,
+    false,
+    'invalid_request',
+    `line ${line}: the input has more than ${LIMITS.maxLinesPerBatch} request lines (maxLinesPerBatch); this line and the rest were not read: split the input into several batches`,
+  );
+}
+
+/** Reads one JSONL line (1-based `line`): JSON, then parseRequestValue. A line above the byte limit is rejected unparsed. */
 export function parseRequestLine(text: string, line: number): ParsedLine {
+  if (text.length > LIMITS.maxLineBytes || utf8Bytes(text) > LIMITS.maxLineBytes) return lineTooLong(line, utf8Bytes(text));
   let obj: unknown;
   try {
     obj = JSON.parse(text);

@@ -6,14 +6,18 @@
 import { z } from 'zod';
 import { BatchgenError, type ErrorCode } from './errors.js';
 import { BATCH_ID_RE, MODEL_NAME_RE } from './keys.js';
+import { LIMITS, utf8Bytes } from './limits.js';
 import { GenerationParamFields, GenerationParams, MAX_STOP_STRINGS, MAX_STOP_STRING_CHARS, type ResolvedParams } from './params.js';
 
 /** The longest prompt, in tokens, that a request or a payload may carry (far above any GPT-2 context). */
-export const MAX_PROMPT_TOKENS = 8192;
-/** The longest prompt text, in characters. */
-export const MAX_PROMPT_CHARS = 1_000_000;
+export const MAX_PROMPT_TOKENS = LIMITS.maxPromptTokens;
+/** The longest prompt text, in UTF-8 bytes. */
+export const MAX_PROMPT_BYTES = LIMITS.maxPromptBytes;
 
-export const CustomId = z.string().min(1).max(256);
+export const CustomId = z
+  .string()
+  .min(1)
+  .max(LIMITS.maxCustomIdChars, `at most ${LIMITS.maxCustomIdChars} characters (the maxCustomIdChars limit)`);
 export type CustomId = z.infer<typeof CustomId>;
 
 export const ModelName = z.string().regex(MODEL_NAME_RE, 'a model name: letters, digits, ".", "_" or "-", never a path');
@@ -23,7 +27,12 @@ export const BatchId = z.string().regex(BATCH_ID_RE, 'a batch id: letters, digit
 export type BatchId = z.infer<typeof BatchId>;
 
 /** A prompt: text, or token ids already encoded with the model's tokenizer. */
-export const Prompt = z.union([z.string().max(MAX_PROMPT_CHARS), z.array(z.number().int().min(0)).min(1).max(MAX_PROMPT_TOKENS)]);
+export const Prompt = z.union([
+  z.string().refine((s) => s.length <= MAX_PROMPT_BYTES && utf8Bytes(s) <= MAX_PROMPT_BYTES, {
+    error: (i) => `${utf8Bytes(i.input as string)} bytes, above the limit of ${MAX_PROMPT_BYTES} (maxPromptBytes)`,
+  }),
+  z.array(z.number().int().min(0)).min(1).max(MAX_PROMPT_TOKENS, `at most ${MAX_PROMPT_TOKENS} token ids (the maxPromptTokens limit)`),
+]);
 export type Prompt = z.infer<typeof Prompt>;
 
 /** The native request line: custom_id, model, prompt and Hugging Face generation parameters. */
@@ -56,7 +65,7 @@ export const OpenAICompletionBody = z
   .object({
     model: ModelName,
     prompt: z.union([Prompt, z.array(z.string()).min(1)]),
-    max_tokens: z.number().int().min(1).max(8192).nullish(),
+    max_tokens: GenerationParamFields.shape.max_new_tokens.nullish(),
     temperature: z.number().min(0).max(2).nullish(),
     top_p: z.number().gt(0).max(1).nullish(),
     seed: z.number().int().min(0).max(0xffffffff).nullish(),
@@ -99,7 +108,7 @@ export const ResolvedParamsSchema = GenerationParamFields.omit({
   no_repeat_ngram_size: true,
 })
   .extend({
-    stop_ids: z.array(z.number().int().min(0)).max(32),
+    stop_ids: z.array(z.number().int().min(0)).max(LIMITS.maxPayloadStopIds),
     pad_token_id: z.number().int().min(0),
     stop_strings: GenerationParamFields.shape.stop_strings.optional(),
     min_new_tokens: GenerationParamFields.shape.min_new_tokens.optional(),
@@ -122,7 +131,10 @@ export const JobPayload = z
     model: ModelName,
     /** The compile key id, `model:pP:nN:strategy`: it must be the key of the queue the job sits in. */
     key: z.string().max(200),
-    prompt_ids: z.array(z.number().int().min(0)).min(1).max(MAX_PROMPT_TOKENS),
+    prompt_ids: z
+      .array(z.number().int().min(0))
+      .min(1)
+      .max(MAX_PROMPT_TOKENS, `at most ${MAX_PROMPT_TOKENS} token ids (the maxPromptTokens limit)`),
     params: ResolvedParamsSchema,
     /** ms since the epoch */
     created_at: z.number().int().min(0),
@@ -174,9 +186,22 @@ export function errorRecord(line: number | null, customId: string | null, code: 
   return { line, custom_id: customId, error: { code, message } };
 }
 
+/**
+ * A union's failure told by the one branch whose type matched (a text prompt too long, a list of ids
+ * too long), instead of zod's bare "Invalid input".
+ */
+function unionBranches(issues: z.core.$ZodIssue[]): z.core.$ZodIssue[] {
+  return issues.flatMap((i) => {
+    if (i.code !== 'invalid_union' || !('errors' in i) || !Array.isArray(i.errors)) return [i];
+    const typed = i.errors.filter((b) => !b.every((x) => x.code === 'invalid_type' && x.path.length === 0));
+    if (typed.length !== 1) return [i];
+    return unionBranches(typed[0].map((x) => ({ ...x, path: [...i.path, ...x.path] })));
+  });
+}
+
 /** A readable one-line account of a zod error: `path: message; path: message`. */
 export function describeZodError(e: z.ZodError): string {
-  return e.issues
+  return unionBranches(e.issues)
     .slice(0, 5)
     .map((i) => {
       const path = i.path.length ? i.path.map(String).join('.') : '(line)';
