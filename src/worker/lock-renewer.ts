@@ -17,12 +17,16 @@ export interface LockContext {
   extendLocks(jobs: Taken[], durationMs: number): Promise<string[]>;
 }
 
+/** A taken job's identity: its id and the token it was taken with. */
+const jobIdOf = (t: Taken): string => `${t.job.id}\u0000${t.token}`;
+
 /** The renewal interval for a lock duration: a third of it, at least 50 ms. */
 export const renewIntervalMs = (lockDurationMs: number): number => Math.max(50, Math.floor(lockDurationMs / 3));
 
 /** Renews the locks of the jobs it tracks until closed. */
 export class LockRenewer {
-  private readonly jobs: Set<Taken>;
+  /** by job id: the settler hands back copies of the taken jobs (with their payloads), not the same objects */
+  private readonly jobs = new Map<string, Taken>();
   private timer: NodeJS.Timeout | null;
 
   /** Tracks `jobs` and starts the timer at once. */
@@ -32,7 +36,7 @@ export class LockRenewer {
     private readonly log: Logger,
     jobs: Iterable<Taken>,
   ) {
-    this.jobs = new Set(jobs);
+    for (const t of jobs) this.jobs.set(jobIdOf(t), t);
     this.timer = setInterval(() => this.renew(), renewIntervalMs(lockDurationMs));
   }
 
@@ -43,7 +47,7 @@ export class LockRenewer {
 
   /** A settled job: its lock is not renewed any more. */
   untrack(t: Taken): void {
-    this.jobs.delete(t);
+    this.jobs.delete(jobIdOf(t));
   }
 
   /** Stops the timer and forgets the jobs. Safe to call twice. */
@@ -54,7 +58,7 @@ export class LockRenewer {
   }
 
   private renew(): void {
-    const list = [...this.jobs];
+    const list = [...this.jobs.values()];
     if (list.length === 0) return;
     this.ctx
       .extendLocks(list, this.lockDurationMs)
