@@ -41,6 +41,11 @@ export class LockRenewer {
     return this.jobs.size;
   }
 
+  /** The ids of the jobs still in hand. */
+  jobIds(): string[] {
+    return [...this.jobs].map((t) => t.job.id ?? '?');
+  }
+
   /** A settled job: its lock is not renewed any more. */
   untrack(t: Taken): void {
     this.jobs.delete(t);
