@@ -161,3 +161,114 @@ test('Redis killed with SIGKILL and restarted (appendonly, everysec) during a ba
     }
   }
 });
+
+test('Redis frozen 15 s (SIGSTOP) and its connections cut (CLIENT KILL): workers resume without a restart, /healthz says so meanwhile, nothing lost or twice', {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  const r = await redisServer();
+  const port = await freePort();
+  const locks = ['--lock-ms', '6000', '--stalled-interval-ms', '1000', '--watchdog-s', '3'];
+  const a = worker(r.url, 'freeze', [...locks, '--id', 'f1', '--metrics-port', String(port)], { runDelayMs: 400 });
+  const b = worker(r.url, 'freeze', [...locks, '--id', 'f2'], { runDelayMs: 400 });
+  const c = await GenerationClient.connect({ redisUrl: r.url, prefix: 'freeze', models: [{ name: 'tiny', dir: model }], logger: quiet });
+  const admin = new Redis(r.url);
+  try {
+    const ids = Array.from({ length: 80 }, (_, i) => `f${i}`);
+    const h = await c.submitBatch(
+      ids.map((id) => ({ custom_id: id, model: 'tiny', prompt: `request ${id}`, max_new_tokens: 6 })),
+      { batchId: 'freeze' },
+    );
+    await a.waitForMsg('batch started');
+    assert.equal((await healthz(port)).status, 200, 'healthy before the freeze');
+    const killed = Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'normal'));
+    assert.ok(killed >= 2, `connections were cut (${killed})`);
+    await sleep(500);
+    await r.signal('SIGSTOP');
+    const frozenAt = Date.now();
+    // the watchdog notices within its bound (3 s) plus a ping interval; the loop alone would say ok
+    let unhealthy: { status: number; body: string } = { status: 0, body: '' };
+    await until(
+      '/healthz answers 503 while Redis is frozen',
+      async () => {
+        unhealthy = await healthz(port);
+        return unhealthy.status === 503;
+      },
+      10_000,
+    );
+    assert.match(unhealthy.body, /redis_not_answering/);
+    await sleep(Math.max(0, 15_000 - (Date.now() - frozenAt)));
+    await r.signal('SIGCONT');
+    const rec = await h.wait({ timeoutMs: 60_000 });
+    assert.equal(rec.status, 'completed');
+    await until('/healthz is ok again', async () => (await healthz(port)).status === 200, 10_000);
+    assert.ok(a.running && b.running, 'both workers resumed without a restart');
+    const ledger = await checkLedger({ redisUrl: r.url, prefix: 'freeze', batchId: 'freeze', acknowledged: ids });
+    assert.equal(ledger.results, ids.length);
+  } finally {
+    admin.disconnect();
+    await c.close();
+  }
+});
+
+test('SIGTERM with Redis down (idle) or frozen (a batch in hand): the worker exits within --shutdown-timeout-s, logs what it left, and its jobs come back', {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  // Redis down, worker idle: one outage line, then a bounded, clean exit
+  const r1 = await redisServer();
+  const idle = worker(r1.url, 'down', ['--shutdown-timeout-s', '5']);
+  await idle.waitForMsg('warm: taking jobs');
+  await r1.signal('SIGKILL');
+  await sleep(3000);
+  const t0 = Date.now();
+  idle.signal('SIGTERM');
+  const e1 = await idle.exited;
+  assert.ok(Date.now() - t0 < 5000 + 5000, `exits within the shutdown timeout + 5 s (${Date.now() - t0} ms)`);
+  assert.equal(e1.code, 0, 'an orderly stop');
+  assert.equal(count(idle, LOST), 1, 'the outage is logged once');
+  assert.ok(idle.stderr.length < 40, `no flood of connection warnings (${idle.stderr.length} lines)`);
+
+  // Redis frozen with a batch in hand: the jobs are left, logged, and served by another worker later
+  const r2 = await redisServer();
+  const locks = ['--lock-ms', '3000', '--stalled-interval-ms', '1000'];
+  const victim = worker(r2.url, 'stuck', [...locks, '--shutdown-timeout-s', '6', '--id', 'victim'], { runDelayMs: 2000 });
+  const c = await GenerationClient.connect({ redisUrl: r2.url, prefix: 'stuck', models: [{ name: 'tiny', dir: model }], logger: quiet });
+  try {
+    const ids = Array.from({ length: 6 }, (_, i) => `s${i}`);
+    const h = await c.submitBatch(
+      ids.map((id) => ({ custom_id: id, model: 'tiny', prompt: `request ${id}`, max_new_tokens: 6 })),
+      { batchId: 'stuck' },
+    );
+    const started = await victim.waitForMsg('batch started');
+    await r2.signal('SIGSTOP');
+    const t1 = Date.now();
+    victim.signal('SIGTERM');
+    await victim.exited;
+    assert.ok(Date.now() - t1 < 6000 + 5000, `exits within the shutdown timeout + 5 s (${Date.now() - t1} ms)`);
+    const left = victim.logs.find((l) => typeof l.msg === 'string' && l.msg.startsWith('stop: could not finish the batch in hand'));
+    assert.ok(left, 'it logs what it could not finish');
+    assert.deepEqual([...(left.jobs as string[])].sort(), [...(started.jobs as string[])].sort(), 'naming the jobs in hand');
+    await r2.signal('SIGCONT');
+    worker(r2.url, 'stuck', [...locks, '--id', 'rescuer']);
+    const rec = await h.wait({ timeoutMs: 60_000 });
+    assert.equal(rec.status, 'completed', 'stall recovery gave the jobs to another worker');
+    await checkLedger({ redisUrl: r2.url, prefix: 'stuck', batchId: 'stuck', acknowledged: ids });
+  } finally {
+    await c.close();
+  }
+
+  // a second signal exits at once, whatever the first one is waiting for
+  const r3 = await redisServer();
+  const twice = worker(r3.url, 'twice', []);
+  await twice.waitForMsg('warm: taking jobs');
+  await r3.signal('SIGSTOP');
+  twice.signal('SIGTERM');
+  await sleep(500);
+  const t2 = Date.now();
+  twice.signal('SIGINT');
+  const e3 = await twice.exited;
+  assert.ok(Date.now() - t2 < 3000, `the second signal exits at once (${Date.now() - t2} ms)`);
+  assert.equal(e3.code, 1);
+  await r3.signal('SIGCONT');
+});
