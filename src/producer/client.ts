@@ -526,7 +526,21 @@ export class GenerationClient {
    * batch never holds Redis in one long command; `onProgress` follows each chunk.
    */
   async cancel(batchId: string, opts: { onProgress?: (p: CancelProgress) => void } = {}): Promise<BatchRecord> {
-    const st = await this.io(() => this.store.requestCancel(batchId));
+    const st = await this.io(() => this.store.requestCancel(batchId)).catch(async (e: unknown) => {
+      if (!isOutOfMemory(e)) throw e;
+      // Redis is full and refuses the status write: the batch's waiting jobs are removed first (removals
+      // are allowed and free memory), then the cancel is asked again; the walk below counts them
+      this.log.warn({ batchId }, 'Redis is out of memory: removing the waiting jobs of the batch first, to free memory for the cancel');
+      for await (const chunk of this.store.items(batchId)) {
+        const queued = chunk.filter(([, item]) => item.key !== null);
+        // one by one: each removal frees memory for the next (a removal that Redis still refuses is left to the walk below)
+        for (const [cid, item] of queued)
+          await this.io(() => this.queue(item.key!).remove(jobIdOf(batchId, cid))).catch((err: unknown) => {
+            if (!isOutOfMemory(err)) throw err;
+          });
+      }
+      return this.io(() => this.store.requestCancel(batchId));
+    });
     if (st === null) throw new BatchgenError('invalid_request', `batch ${batchId} not found`);
     if (st === 'cancelling') {
       const progress: CancelProgress = { scanned: 0, removed: 0, total: (await this.io(() => this.store.get(batchId)))?.counts.total ?? 0 };

@@ -66,9 +66,14 @@ function requestLines(n: number, prefix: string, maxNew = 6): { file: string; id
 }
 
 /** A CLI run in the background: its output as it comes, and its end. */
-function startCli(args: string[]): { stdout: string; stderr: string; exited: Promise<number | null> } {
+function startCli(args: string[]): { stdout: string; stderr: string; exited: Promise<number | null>; kill: () => void } {
   const proc = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const run = { stdout: '', stderr: '', exited: new Promise<number | null>((r) => proc.once('exit', (code) => r(code))) };
+  const run = {
+    stdout: '',
+    stderr: '',
+    exited: new Promise<number | null>((r) => proc.once('exit', (code) => r(code))),
+    kill: () => proc.kill('SIGKILL'),
+  };
   proc.stdout.on('data', (d) => {
     run.stdout += d;
   });
@@ -76,6 +81,15 @@ function startCli(args: string[]): { stdout: string; stderr: string; exited: Pro
     run.stderr += d;
   });
   return run;
+}
+
+/** A CLI run to its end without blocking this process (worker processes' logs keep being read meanwhile). */
+async function cli(args: string[], timeoutMs = 90_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const run = startCli(args);
+  const timer = setTimeout(() => run.kill(), timeoutMs);
+  const code = await run.exited;
+  clearTimeout(timer);
+  return { code, stdout: run.stdout, stderr: run.stderr };
 }
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -271,4 +285,111 @@ test('SIGTERM with Redis down (idle) or frozen (a batch in hand): the worker exi
   assert.ok(Date.now() - t2 < 3000, `the second signal exits at once (${Date.now() - t2} ms)`);
   assert.equal(e3.code, 1);
   await r3.signal('SIGCONT');
+});
+
+test('Redis out of memory (noeviction): submit says how far it got, cancel works, workers keep running and say so, a resubmission completes the rest once; an evicting policy is refused', {
+  skip,
+  timeout: 150_000,
+}, async () => {
+  const r = await redisServer(['--maxmemory-policy', 'noeviction']);
+  const admin = new Redis(r.url);
+  const port = await freePort();
+  try {
+    // an evicting policy is refused at start, unless --allow-eviction
+    await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    const refused = worker(r.url, 'oom', []);
+    const e0 = await refused.exited;
+    assert.notEqual(e0.code, 0);
+    assert.match(refused.stderr.join('\n'), /invalid_config.*maxmemory-policy is "allkeys-lru"/);
+    const allowed = worker(r.url, 'oom', ['--allow-eviction']);
+    await allowed.waitForMsg('warm: taking jobs');
+    await allowed.stop();
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+
+    // a batch no worker serves (its key is not held), to cancel under OOM
+    const w = worker(r.url, 'oom', ['--keys', 'tiny:p16:n16:greedy', '--metrics-port', String(port)]);
+    await w.waitForMsg('warm: taking jobs');
+    const other = requestLines(1000, 'c', 30);
+    const sc = await cli(['submit', other.file, '--model', `tiny=${model}`, '--redis', r.url, '--prefix', 'oom', '--batch-id', 'tocancel']);
+    assert.equal(sc.code, 0, sc.stderr);
+
+    // Redis is nearly full: the submission stops part way
+    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))![1]);
+    await admin.config('SET', 'maxmemory', String(used + 600_000));
+    const big = requestLines(3000, 'm', 10);
+    const s1 = await cli(['submit', big.file, '--model', `tiny=${model}`, '--redis', r.url, '--prefix', 'oom', '--batch-id', 'big']);
+    assert.equal(s1.code, 1);
+    assert.match(s1.stderr, /error \[redis_out_of_memory\]/);
+    const m = /stopped after (\d+) of the (\d+) requests read so far were recorded in it and (\d+) enqueued/.exec(s1.stderr);
+    assert.ok(m, s1.stderr);
+    const [recorded, read, enqueued] = [Number(m[1]), Number(m[2]), Number(m[3])];
+    assert.ok(recorded > 0 && recorded < big.ids.length && enqueued <= recorded && read <= big.ids.length, s1.stderr);
+    const k = new Keyspace({ prefix: 'oom' }).batch('big');
+    assert.equal(await admin.hlen(k.items), recorded, 'the batch record holds the requests it reported recorded');
+    assert.equal(await admin.hget(k.record, 'status'), 'validating');
+
+    // the worker runs into OOM replies: it keeps running and says so, once, and in /healthz
+    await w.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('Redis is out of memory'), 30_000);
+    await until('/healthz says redis_out_of_memory', async () => (await healthz(port)).body.includes('redis_out_of_memory'), 15_000);
+
+    // cancel still works under OOM (removing jobs frees memory)
+    const cx = await cli(['cancel', 'tocancel', '--redis', r.url, '--prefix', 'oom']);
+    assert.equal(cx.code, 0, cx.stderr);
+    assert.equal(await admin.hget(new Keyspace({ prefix: 'oom' }).batch('tocancel').record, 'status'), 'cancelled');
+
+    // more memory: the same submission again completes the rest, exactly once
+    await admin.config('SET', 'maxmemory', '0');
+    const out = join(work, 'big.results.jsonl');
+    const s2 = await cli([
+      'submit',
+      big.file,
+      '--model',
+      `tiny=${model}`,
+      '--redis',
+      r.url,
+      '--prefix',
+      'oom',
+      '--batch-id',
+      'big',
+      '--wait',
+      '--out',
+      out,
+    ]);
+    assert.equal(s2.code, 0, s2.stderr);
+    assert.ok(w.running, 'the worker never exited');
+    assert.equal(w.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('Redis is out of memory')).length, 1, 'logged once');
+    assert.ok(w.logs.some((l) => l.msg === 'Redis accepts writes again'));
+    const ledger = await checkLedger({ redisUrl: r.url, prefix: 'oom', batchId: 'big', acknowledged: big.ids, resultsFile: out });
+    assert.equal(ledger.results, big.ids.length);
+  } finally {
+    admin.disconnect();
+  }
+});
+
+test('Redis down at start: every command fails fast with redis_unavailable, naming the URL it tried (password redacted)', {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  const port = await freePort(); // nothing listens there
+  const url = `redis://someone:hunter2@127.0.0.1:${port}`;
+  const { file } = requestLines(2, 'down');
+  const commands: string[][] = [
+    ['worker', '--model', `tiny=${model}`, '--engine', 'noop'],
+    ['submit', file, '--model', `tiny=${model}`],
+    ['status', 'b1'],
+    ['results', 'b1', '--out', join(work, 'down.jsonl')],
+    ['cancel', 'b1'],
+    ['list'],
+    ['delete', 'b1'],
+  ];
+  for (const args of commands) {
+    const t0 = Date.now();
+    const res = runCli([...args, '--redis', url], { timeoutMs: 30_000 });
+    const ms = Date.now() - t0;
+    assert.notEqual(res.code, 0, `${args[0]} exits non-zero`);
+    assert.match(res.stderr, /\[redis_unavailable\]/, `${args[0]}: ${res.stderr}`);
+    assert.ok(res.stderr.includes(`redis://someone:***@127.0.0.1:${port}`), `${args[0]} names the URL: ${res.stderr}`);
+    assert.ok(!res.stderr.includes('hunter2'), `${args[0]} redacts the password`);
+    assert.ok(ms < 15_000, `${args[0]} fails fast (${ms} ms)`);
+  }
 });
