@@ -90,6 +90,13 @@ export async function submitCommand(argv: string[]): Promise<number> {
     },
     attempts: numberFlag('attempts', values.attempts, { min: 1, integer: true }),
     retentionS: numberFlag('retention', values.retention, { min: 1, integer: true }),
+    // --wait rides out a Redis restart or failover: told once when Redis goes, once when it is back
+    onOutage: (e) =>
+      err(
+        e.state === 'down'
+          ? `Redis at ${e.url} is unavailable (${e.error.split('\n')[0].replace(/^Redis at \S+ is unavailable: /, '')}): waiting for it, for up to ${formatDuration(e.limitMs)}\n`
+          : `Redis at ${e.url} is back after ${formatDuration(e.downMs)}: going on\n`,
+      ),
   });
   const onInterruptSubmit = () => {
     err(
@@ -131,7 +138,7 @@ export async function submitCommand(argv: string[]): Promise<number> {
     let stop = false;
     const follow = (async () => {
       while (!stop) {
-        await appender.catchUp();
+        await client.patient(() => appender.catchUp());
         await new Promise((r) => setTimeout(r, 250));
       }
     })();
@@ -144,7 +151,7 @@ export async function submitCommand(argv: string[]): Promise<number> {
       progress.stop();
       stop = true;
       await follow;
-      await appender.catchUp();
+      await client.patient(() => appender.catchUp());
       await appender.close();
       process.removeListener('SIGINT', onInterruptWait);
     }
@@ -156,12 +163,15 @@ export async function submitCommand(argv: string[]): Promise<number> {
       );
       return 1;
     }
-    const n = order === 'input' ? await writeResultsInOrder(outFile, handle.id, client.store, 'input') : appender.lines;
+    const n =
+      order === 'input' ? await client.patient(() => writeResultsInOrder(outFile, handle.id, client.store, 'input')) : appender.lines;
     const errors = [...(await handle.errors()), ...refusals].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     const errFile = values.errors ?? (errors.length ? `${handle.id}.errors.jsonl` : undefined);
     if (errFile) await writeErrorsFile(errFile, errors);
     if (refusedLines === 0)
-      await client.store.setFiles(handle.id, { output: resolve(outFile), errors: errFile ? resolve(errFile) : undefined });
+      await client.patient(() =>
+        client.store.setFiles(handle.id, { output: resolve(outFile), errors: errFile ? resolve(errFile) : undefined }),
+      );
     err(
       `batch ${handle.id} ${rec.status} in ${formatDuration(Date.now() - t0)}: ${rec.counts.completed} completed, ${rec.counts.failed} failed` +
         `${rec.counts.cancelled ? `, ${rec.counts.cancelled} cancelled` : ''}; ${n} lines in ${outFile}${errFile ? `, ${errors.length} errors in ${errFile}` : ''}\n`,

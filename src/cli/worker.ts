@@ -6,6 +6,7 @@ import { componentLogger } from '../observability/logger.js';
 import { parseBatchSizes } from '../shared/batch-sizes.js';
 import { handleShutdown } from '../worker/shutdown.js';
 import { BatchWorker } from '../worker/worker.js';
+import { WORKER_DEFAULTS } from '../worker/options.js';
 import { keyspaceFrom, numberFlag, REDIS_FLAG_OPTIONS } from './common.js';
 
 const USAGE = `usage: batchgen worker --model NAME=DIR [--model NAME=DIR ...] [--redis URL] [--batch-sizes 1,2,4,8]
@@ -13,14 +14,19 @@ const USAGE = `usage: batchgen worker --model NAME=DIR [--model NAME=DIR ...] [-
                       [--registry-ttl-s 3600]
                       [--lock-ms 30000] [--stalled-interval-ms 30000] [--max-stalled 1] [--engine compiler|noop]
                       [--cache-mb 2048] [--id ID] [--assigned] [--prefix batchgen] [--hash-tag]
+                      [--shutdown-timeout-s 30] [--watchdog-s 30] [--allow-eviction]
 Compiles and warms the variants of its keys before taking jobs, then serves micro-batches from the
 queues of those keys. Keys: the --keys list, else the keys of its models in the registry that have
 work (idle ones are released, least recently served first, when a key with work has no holder).
 --assigned (needs --id): exactly the keys the autoscaler assigns to this id (batchgen autoscale),
 read again every second; a new key compiles before its jobs are taken, one taken away is released
 after the jobs in hand.
-SIGTERM: stop taking jobs, finish the batch in hand, exit. BATCHGEN_MODELS and REDIS_URL stand in
-for --model and --redis.`;
+SIGTERM: stop taking jobs, finish the batch in hand, exit, within --shutdown-timeout-s whatever Redis
+does (jobs left unfinished come back through stall recovery); a second SIGTERM or SIGINT exits at
+once. /healthz (with --metrics-port) answers 503 when Redis has not answered for --watchdog-s, when
+nothing was fetched for that long while jobs wait, or while Redis is out of memory. A Redis whose
+maxmemory-policy evicts keys is refused unless --allow-eviction. BATCHGEN_MODELS and REDIS_URL stand
+in for --model and --redis.`;
 
 export async function workerCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -40,6 +46,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
       'cache-mb': { type: 'string' },
       id: { type: 'string' },
       assigned: { type: 'boolean' },
+      'shutdown-timeout-s': { type: 'string' },
+      'watchdog-s': { type: 'string' },
+      'allow-eviction': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...REDIS_FLAG_OPTIONS,
     },
@@ -56,6 +65,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
     throw new BatchgenError('invalid_request', `--engine ${engine}: expected compiler or noop`);
   const cacheMb = numberFlag('cache-mb', values['cache-mb'], { min: 1 });
   const log = componentLogger('worker');
+  const seconds = (name: string, v: string | undefined) =>
+    ((x) => (x === undefined ? undefined : x * 1000))(numberFlag(name, v, { min: 0 }));
+  const shutdownTimeoutMs = seconds('shutdown-timeout-s', values['shutdown-timeout-s']);
   const worker = new BatchWorker({
     models,
     redisUrl: values.redis,
@@ -78,6 +90,9 @@ export async function workerCommand(argv: string[]): Promise<number> {
     cacheBudgetBytes: cacheMb === undefined ? undefined : cacheMb * 1024 * 1024,
     id: values.id,
     assigned: values.assigned,
+    shutdownTimeoutMs,
+    watchdogMs: seconds('watchdog-s', values['watchdog-s']),
+    allowEviction: values['allow-eviction'],
     logger: log,
   });
   let stopped: () => void = () => {};
@@ -88,7 +103,11 @@ export async function workerCommand(argv: string[]): Promise<number> {
     async () => {
       await worker.stop();
     },
-    { log, exit: (code) => (code === 0 ? stopped() : process.exit(code)) },
+    {
+      log,
+      forceAfterMs: shutdownTimeoutMs ?? WORKER_DEFAULTS.shutdownTimeoutMs,
+      exit: (code) => (code === 0 ? stopped() : process.exit(code)),
+    },
   );
   await worker.start();
   await Promise.race([finished, worker.done().then(() => 0)]);

@@ -33,6 +33,10 @@ export interface LocalRedis {
   dir: string;
   /** SIGTERM (SIGKILL after 3 s), then the folder is removed. Safe to call twice. */
   stop(): Promise<void>;
+  /** Sends a signal to the server (SIGKILL: a crash; SIGSTOP/SIGCONT: a freeze and its end); resolves once a killed one has exited. */
+  signal(sig: NodeJS.Signals): Promise<void>;
+  /** Starts the server again on the same port and folder (after a kill): its data comes back from the folder's persistence files. */
+  restart(): Promise<void>;
 }
 
 /**
@@ -50,12 +54,51 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<LocalR
   }
   const dir = mkdtempSync(join(tmpdir(), 'batchgen-redis-'));
   const port = await freePort();
-  const proc: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs],
-    { stdio: 'ignore' },
-  );
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs];
   const url = `redis://127.0.0.1:${port}`;
+  let proc: ChildProcess;
+  try {
+    proc = await spawnAndPing(args, url, port);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  let stopped = false;
+  const exitedOf = (p: ChildProcess) =>
+    p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise<void>((res) => p.once('exit', () => res()));
+  return {
+    url,
+    port,
+    dir,
+    async signal(sig) {
+      const p = proc;
+      if (p.exitCode !== null || p.signalCode !== null) return;
+      p.kill(sig);
+      if (sig === 'SIGKILL' || sig === 'SIGTERM') await exitedOf(p);
+    },
+    async restart() {
+      if (stopped) throw new Error('redis-server was stopped');
+      if (proc.exitCode === null && proc.signalCode === null) throw new Error('redis-server is still running: kill it first');
+      proc = await spawnAndPing(args, url, port);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGCONT'); // a frozen server cannot exit
+        const exited = exitedOf(proc);
+        proc.kill('SIGTERM');
+        await Promise.race([exited, new Promise((res) => setTimeout(res, 3000))]);
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Spawns redis-server and resolves once it answers PING (10 s at most, for a server that loads its files). */
+async function spawnAndPing(args: string[], url: string, port: number): Promise<ChildProcess> {
+  const proc: ChildProcess = spawn('redis-server', args, { stdio: 'ignore' });
   const deadline = Date.now() + 10_000;
   for (;;) {
     const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -64,31 +107,14 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<LocalR
       await r.connect();
       await r.ping();
       r.disconnect();
-      break;
+      return proc;
     } catch {
       r.disconnect();
       if (Date.now() > deadline || proc.exitCode !== null) {
-        rmSync(dir, { recursive: true, force: true });
+        if (proc.exitCode === null) proc.kill('SIGKILL');
         throw new BatchgenError('redis_unavailable', `redis-server did not start on port ${port}`);
       }
       await new Promise((res) => setTimeout(res, 50));
     }
   }
-  let stopped = false;
-  return {
-    url,
-    port,
-    dir,
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      if (proc.exitCode === null) {
-        const exited = new Promise<void>((res) => proc.once('exit', () => res()));
-        proc.kill('SIGTERM');
-        await Promise.race([exited, new Promise((res) => setTimeout(res, 3000))]);
-        if (proc.exitCode === null) proc.kill('SIGKILL');
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }

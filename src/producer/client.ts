@@ -26,8 +26,10 @@ import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared
 import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
-import { asRedisError, connectRedis, redisUrlFrom } from '../shared/redis.js';
+import { asRedisError, connectRedis, redactUrl, redisUrlFrom } from '../shared/redis.js';
 import type { RedisTlsFiles } from '../shared/redis-tls.js';
+import { isOutOfMemory, Outage } from '../shared/outage.js';
+import { retryDelayMs } from './outage-policy.js';
 import { lineTooLong, parseRequestLine, parseRequestValue, tooManyLines, type ParsedLine } from '../shared/requests.js';
 import {
   errorRecord,
@@ -95,10 +97,28 @@ export interface GenerationClientOptions extends KeyspaceOptions {
    */
   redisTls?: RedisTlsFiles;
   /**
+   * How long `wait()`, `status()` and `results()`/`settled()` of a handle keep retrying while Redis
+   * is unreachable (a restart, a failover), with backoff, before they fail with `redis_unavailable`.
+   * 0: fail at once.
+   * @defaultValue 300000 (5 minutes)
+   */
+  outageLimitMs?: number;
+  /**
+   * Told once when an outage begins and once when it ends.
+   * @defaultValue a warning in the log for each
+   */
+  onOutage?: (e: OutageEvent) => void;
+  /**
    * @defaultValue a child of the root pino logger, component `producer`
    */
   logger?: Logger;
 }
+
+/** An outage ridden out by a reading call: its start (with the error), then its end (with its length). */
+export type OutageEvent = { state: 'down'; url: string; error: string; limitMs: number } | { state: 'up'; url: string; downMs: number };
+
+/** Default of GenerationClientOptions.outageLimitMs. */
+export const DEFAULT_OUTAGE_LIMIT_MS = 300_000;
 
 export interface SubmitOptions {
   /**
@@ -191,6 +211,7 @@ export class GenerationClient {
   private readonly log: Logger;
   private readonly url: string;
   private closing: Promise<void> | null = null;
+  private readonly outage = new Outage();
 
   private constructor(
     readonly redis: Redis,
@@ -238,12 +259,47 @@ export class GenerationClient {
   }
 
   /** Runs a Redis-touching call, turning connection failures into `redis_unavailable`. */
-  private async io<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
+  io<T>(fn: () => Promise<T>): Promise<T> {
+    return fn().catch((e: unknown) => {
       throw asRedisError(e, this.url);
+    });
+  }
+
+  /**
+   * Like io(), for calls that may run again (reads, and writes that are idempotent): while Redis is
+   * unreachable the call is retried with backoff, for up to `outageLimitMs`; the outage is told once
+   * (onOutage, else the log) and so is its end.
+   */
+  async patient<T>(fn: () => Promise<T>): Promise<T> {
+    const limitMs = this.opts.outageLimitMs ?? DEFAULT_OUTAGE_LIMIT_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const v = await this.io(fn);
+        const downMs = this.outage.end(Date.now());
+        if (downMs !== null) this.tell({ state: 'up', url: redactUrl(this.url), downMs });
+        return v;
+      } catch (e) {
+        if (!(e instanceof BatchgenError) || e.code !== 'redis_unavailable') throw e;
+        const now = Date.now();
+        if (this.outage.begin(now, e.message)) this.tell({ state: 'down', url: redactUrl(this.url), error: e.message, limitMs });
+        const since = this.outage.downSince ?? now;
+        if (now - since >= limitMs) {
+          this.outage.end(now);
+          throw new BatchgenError(
+            'redis_unavailable',
+            `${e.message} (still unavailable after ${Math.round((now - since) / 1000)} s of retrying)`,
+          );
+        }
+        await sleep(Math.min(retryDelayMs(attempt), Math.max(0, since + limitMs - now)));
+      }
     }
+  }
+
+  private tell(e: OutageEvent): void {
+    if (this.opts.onOutage) this.opts.onOutage(e);
+    else if (e.state === 'down')
+      this.log.warn({ redis: e.url, err: e.error, limitMs: e.limitMs }, 'Redis unavailable: retrying until it is back');
+    else this.log.warn({ redis: e.url, downMs: e.downMs }, 'Redis available again');
   }
 
   /** Submits request objects (either JSONL form, already parsed); they are numbered from 1 in order. */
@@ -307,7 +363,7 @@ export class GenerationClient {
       if (c.length === 0) return;
       const prepared = await this.prepareChunk(batchId, c);
       const prev = inflight;
-      inflight = prev.then(() => this.enqueueChunk(batchId, prepared, report, keysUsed, begun));
+      inflight = prev.then(() => this.enqueueChunk(batchId, prepared, report, keysUsed, begun, progress));
       inflight.catch(() => {}); // awaited below; this only marks the rejection as handled meanwhile
       await prev;
     };
@@ -315,28 +371,40 @@ export class GenerationClient {
       yield first.value;
       for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
     };
-    for await (const ml of all()) {
-      const p = ml.parsed;
-      if (!p.ok && !p.counted) {
-        rejects.push(p.error);
-        report.errors.push(p.error);
-        continue;
+    const progress: SubmitProgress = { recorded: 0, enqueued: 0 };
+    try {
+      for await (const ml of all()) {
+        const p = ml.parsed;
+        if (!p.ok && !p.counted) {
+          rejects.push(p.error);
+          report.errors.push(p.error);
+          continue;
+        }
+        const cid = p.ok ? p.request.custom_id : p.error.custom_id!;
+        const line = p.ok ? p.line : p.error.line;
+        if (seen.has(cid)) {
+          const dup = errorRecord(line, cid, 'duplicate_custom_id', `line ${line}: custom_id "${cid}" was already used in this batch`);
+          rejects.push(dup);
+          report.errors.push(dup);
+          continue;
+        }
+        seen.add(cid);
+        report.requests += 1;
+        chunk.push(ml);
+        if (chunk.length >= chunkSize) await flush();
       }
-      const cid = p.ok ? p.request.custom_id : p.error.custom_id!;
-      const line = p.ok ? p.line : p.error.line;
-      if (seen.has(cid)) {
-        const dup = errorRecord(line, cid, 'duplicate_custom_id', `line ${line}: custom_id "${cid}" was already used in this batch`);
-        rejects.push(dup);
-        report.errors.push(dup);
-        continue;
-      }
-      seen.add(cid);
-      report.requests += 1;
-      chunk.push(ml);
-      if (chunk.length >= chunkSize) await flush();
+      await flush();
+      await inflight;
+    } catch (e) {
+      if (!isOutOfMemory(e)) throw e;
+      throw new BatchgenError(
+        'redis_out_of_memory',
+        `Redis is out of memory (maxmemory reached, and noeviction refuses writes): batch ${batchId} stopped after ` +
+          `${progress.recorded} of the ${report.requests} requests read so far were recorded in it and ${progress.enqueued} enqueued; ` +
+          `it stays validating. Free memory (delete old batches) or raise maxmemory, then submit the same input with --batch-id ${batchId}: ` +
+          `what is recorded is not recorded twice, and the rest is enqueued (Redis said: ${(e as Error).message.split('\n')[0]})`,
+      );
     }
-    await flush();
-    await inflight;
     report.rejectedLines = rejects.length;
     report.errors.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     if (!finished) await this.io(() => this.store.reject(batchId, rejects));
@@ -420,6 +488,7 @@ export class GenerationClient {
     report: SubmitReport,
     keysUsed: Set<string>,
     begun: BatchStatus,
+    progress: SubmitProgress,
   ): Promise<void> {
     const now = Date.now();
     const outcomes = await this.io(() =>
@@ -429,6 +498,7 @@ export class GenerationClient {
         new Set(prepared.map((p) => p.endpoint)),
       ),
     );
+    progress.recorded += outcomes.filter((o) => o !== 'conflict' && o !== 'finished').length;
     const toEnqueue: JobPayload[] = [];
     let enqueuedNew = 0;
     prepared.forEach((p, i) => {
@@ -477,6 +547,7 @@ export class GenerationClient {
       );
       // the autoscaler reads arrival rates from this counter's deltas
       await this.io(() => this.redis.incrby(this.keys.arrivals(keyId), payloads.length));
+      progress.enqueued += payloads.length;
       keysUsed.add(keyId);
     }
     report.enqueued += enqueuedNew;
@@ -525,7 +596,21 @@ export class GenerationClient {
    * batch never holds Redis in one long command; `onProgress` follows each chunk.
    */
   async cancel(batchId: string, opts: { onProgress?: (p: CancelProgress) => void } = {}): Promise<BatchRecord> {
-    const st = await this.io(() => this.store.requestCancel(batchId));
+    const st = await this.io(() => this.store.requestCancel(batchId)).catch(async (e: unknown) => {
+      if (!isOutOfMemory(e)) throw e;
+      // Redis is full and refuses the status write: the batch's waiting jobs are removed first (removals
+      // are allowed and free memory), then the cancel is asked again; the walk below counts them
+      this.log.warn({ batchId }, 'Redis is out of memory: removing the waiting jobs of the batch first, to free memory for the cancel');
+      for await (const chunk of this.store.items(batchId)) {
+        const queued = chunk.filter(([, item]) => item.key !== null);
+        // one by one: each removal frees memory for the next (a removal that Redis still refuses is left to the walk below)
+        for (const [cid, item] of queued)
+          await this.io(() => this.queue(item.key!).remove(jobIdOf(batchId, cid))).catch((err: unknown) => {
+            if (!isOutOfMemory(err)) throw err;
+          });
+      }
+      return this.io(() => this.store.requestCancel(batchId));
+    });
     if (st === null) throw new BatchgenError('invalid_request', `batch ${batchId} not found`);
     if (st === 'cancelling') {
       const progress: CancelProgress = { scanned: 0, removed: 0, total: (await this.io(() => this.store.get(batchId)))?.counts.total ?? 0 };
@@ -571,6 +656,12 @@ export class GenerationClient {
   }
 }
 
+/** How far a submission got: requests recorded in the batch, jobs handed to the queues (for an error that stops it). */
+interface SubmitProgress {
+  recorded: number;
+  enqueued: number;
+}
+
 /** A parsed line with what identifies its content (meta is only read for counted lines). */
 interface MetaLine {
   parsed: ParsedLine;
@@ -599,10 +690,9 @@ export class BatchHandle {
     readonly report?: SubmitReport,
   ) {}
 
+  /** The batch's record; rides out an outage of Redis (outageLimitMs). */
   async status(): Promise<BatchRecord> {
-    const r = await this.client.store.get(this.id).catch((e) => {
-      throw asRedisError(e, '');
-    });
+    const r = await this.client.patient(() => this.client.store.get(this.id));
     if (!r) throw new BatchgenError('invalid_request', `batch ${this.id} not found (unknown, or expired after its retention)`);
     return r;
   }
@@ -618,18 +708,37 @@ export class BatchHandle {
    */
   async *settled(opts: { pollMs?: number; from?: number } = {}): AsyncGenerator<Settled> {
     let offset = opts.from ?? 0;
+    const order = this.client.keys.batch(this.id).order;
+    const seen = new Set<string>();
+    let atOffset: string | null = null;
+    // one page of the order list, read again while Redis is unreachable
+    const page = () =>
+      this.client.patient(async () => {
+        for await (const p of this.client.store.settledFrom(this.id, offset)) return p;
+        return null;
+      });
+    const self = this;
+    const drain = async function* (): AsyncGenerator<Settled> {
+      // a Redis restart can lose the order list's last writes, which are then written again later in
+      // it: when the position before the cursor changed, the list is read again (what came is skipped)
+      if (offset > (opts.from ?? 0) && (await self.client.patient(() => self.client.redis.lindex(order, offset - 1))) !== atOffset)
+        offset = opts.from ?? 0;
+      for (let p = await page(); p !== null && p.next > offset; p = await page()) {
+        offset = p.next;
+        for (const e of p.entries) {
+          if (seen.has(e.custom_id)) continue;
+          seen.add(e.custom_id);
+          yield e;
+        }
+      }
+      if (offset > 0) atOffset = await self.client.patient(() => self.client.redis.lindex(order, offset - 1));
+    };
     for (;;) {
       const rec = await this.status();
-      for await (const { next, entries } of this.client.store.settledFrom(this.id, offset)) {
-        offset = next;
-        yield* entries;
-      }
+      yield* drain();
+      // anything written between the status read and the last range
       if (isTerminal(rec.status)) {
-        // anything written between the status read and the last range
-        for await (const { next, entries } of this.client.store.settledFrom(this.id, offset)) {
-          offset = next;
-          yield* entries;
-        }
+        yield* drain();
         return;
       }
       await sleep(opts.pollMs ?? 200);
@@ -638,17 +747,15 @@ export class BatchHandle {
 
   /** Per compile key with pending requests: who holds it, or why no worker does (problem keys first; none once finished). */
   health(): Promise<KeyDiagnosis[]> {
-    return batchHealth(this.client.redis, this.client.keys, this.client.store, this.id).catch((e) => {
-      throw asRedisError(e, '');
-    });
+    return this.client.io(() => batchHealth(this.client.redis, this.client.keys, this.client.store, this.id));
   }
 
-  /** Failed requests and rejected lines, by line. */
+  /** Failed requests and rejected lines, by line; rides out an outage of Redis. */
   errors(): Promise<ErrorRecord[]> {
-    return this.client.store.errors(this.id);
+    return this.client.patient(() => this.client.store.errors(this.id));
   }
 
-  /** Waits until the batch is completed, cancelled or failed. */
+  /** Waits until the batch is completed, cancelled or failed; rides out an outage of Redis (outageLimitMs). */
   async wait(opts: WaitOptions = {}): Promise<BatchRecord> {
     const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
     let last = '';

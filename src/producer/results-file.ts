@@ -58,6 +58,8 @@ export class ResultsFileAppender {
   /** custom_ids whose lines are in the file */
   private readonly present = new Set<string>();
   private cursor = 0;
+  /** the custom_id at position cursor - 1 of the order list when it was last read */
+  private atCursor: string | null = null;
   /** lines kept from an earlier run of the same batch */
   kept = 0;
   /** lines appended by this writer */
@@ -114,6 +116,11 @@ export class ResultsFileAppender {
   /** Appends the lines of every request settled since the last call; returns how many. */
   async catchUp(): Promise<number> {
     let n = 0;
+    const order = this.store.keys.batch(this.batchId).order;
+    // a Redis restart can lose the order list's last writes, which are then written again elsewhere in
+    // it: when the position before the cursor changed, the list is read again from the start (the
+    // lines already written are skipped)
+    if (this.cursor > 0 && (await this.store.redis.lindex(order, this.cursor - 1)) !== this.atCursor) this.cursor = 0;
     for await (const { next, entries } of this.store.settledFrom(this.batchId, this.cursor)) {
       const todo = entries.filter((e) => !this.present.has(e.custom_id));
       const items = await withItems(this.store, this.batchId, todo);
@@ -129,6 +136,7 @@ export class ResultsFileAppender {
       if (text) await this.fh.write(text);
       this.cursor = next;
     }
+    if (this.cursor > 0) this.atCursor = await this.store.redis.lindex(order, this.cursor - 1);
     this.written += n;
     return n;
   }

@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.js';
 import type { EngineModel, EngineVariant } from './engine.js';
 import type { QueueLoad } from './micro-batcher.js';
 import { BAD_JSON_MARK } from './payload.js';
+import { isConnectionError } from '../shared/outage.js';
 
 /** A job taken from a queue, with the lock token it was taken with. */
 export interface Taken {
@@ -97,7 +98,10 @@ export class HeldQueue {
       stalledInterval: o.stalledIntervalMs,
       maxStalledCount: o.maxStalledCount,
     });
-    bull.on('error', (e) => o.log.warn({ err: e.message }, 'queue error'));
+    // a lost connection is logged once per outage by the worker's connection watch, not once per queue
+    bull.on('error', (e) => {
+      if (!isConnectionError(e)) o.log.warn({ err: e.message }, 'queue error');
+    });
     await bull.waitUntilReady();
     void bull.startStalledCheckTimer();
     return new HeldQueue(id, key, ref, model, variants, bytes, bull, o.redis, o.nextToken);
@@ -146,8 +150,9 @@ export class HeldQueue {
     return Array.isArray(failed) ? failed : [];
   }
 
-  close(): Promise<void> {
-    return this.bull.close();
+  /** Closes the queue's BullMQ worker; `force`: drops its connections without waiting for Redis. */
+  close(force = false): Promise<void> {
+    return this.bull.close(force);
   }
 
   /** The Redis key of one of this queue's job hashes, as BullMQ names it. */

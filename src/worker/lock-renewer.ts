@@ -45,6 +45,11 @@ export class LockRenewer {
     return this.jobs.size;
   }
 
+  /** The ids of the jobs still in hand. */
+  jobIds(): string[] {
+    return [...this.jobs.values()].map((t) => t.job.id ?? '?');
+  }
+
   /** A settled job: its lock is not renewed any more. */
   untrack(t: Taken): void {
     this.jobs.delete(jobIdOf(t));

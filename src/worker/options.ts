@@ -110,6 +110,26 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
    */
   unhealthyAfterLoopErrors?: number;
   /**
+   * How long a stop may take, in ms: the batch in hand is given until then, less a margin for closing;
+   * what is left unfinished is logged and comes back to the queues through stall recovery. The
+   * process exits at this bound whatever Redis does (a second SIGTERM or SIGINT exits at once).
+   * @defaultValue `30_000`
+   */
+  shutdownTimeoutMs?: number;
+  /**
+   * The watchdog's bound, in ms: /healthz answers 503 when Redis has not answered a PING for this
+   * long, or when no fetch (queue counts, takes) has succeeded for this long while jobs wait and no
+   * batch is running.
+   * @defaultValue `30_000`
+   */
+  watchdogMs?: number;
+  /**
+   * Start even though Redis's `maxmemory-policy` evicts keys (which can lose queued jobs and
+   * results); without it such a Redis is refused at start.
+   * @defaultValue `false`
+   */
+  allowEviction?: boolean;
+  /**
    * Failures injected on purpose (tests and drills only).
    * @defaultValue `BATCHGEN_FAULTS`, else none
    */
@@ -146,6 +166,9 @@ export interface ResolvedOptions {
   metricsPort: number | undefined;
   cacheBudgetBytes: number;
   unhealthyAfterLoopErrors: number;
+  shutdownTimeoutMs: number;
+  watchdogMs: number;
+  allowEviction: boolean;
   faults: Faults;
   logger: Logger | undefined;
 }
@@ -163,6 +186,8 @@ export const WORKER_DEFAULTS = {
   heartbeatMs: 2000,
   cacheBudgetBytes: DEFAULT_VARIANT_BUDGET_BYTES,
   unhealthyAfterLoopErrors: 5,
+  shutdownTimeoutMs: 30_000,
+  watchdogMs: 30_000,
 } as const;
 
 function nonNegative(name: string, v: number | undefined, dflt: number): number {
@@ -188,6 +213,8 @@ export function resolveOptions(opts: BatchWorkerOptions): ResolvedOptions {
   const registryRefreshMs = nonNegative('registryRefreshMs', opts.registryRefreshMs, d.registryRefreshMs);
   const idleMaxMs = nonNegative('idleMaxMs', opts.idleMaxMs, d.idleMaxMs);
   const heartbeatMs = nonNegative('heartbeatMs', opts.heartbeatMs, d.heartbeatMs);
+  const shutdownTimeoutMs = nonNegative('shutdownTimeoutMs', opts.shutdownTimeoutMs, d.shutdownTimeoutMs);
+  const watchdogMs = nonNegative('watchdogMs', opts.watchdogMs, d.watchdogMs);
   const registryTtlMs = nonNegative('registryTtlMs', opts.registryTtlMs, d.registryTtlMs);
   const maxKeys = integerAtLeast('maxKeys', opts.maxKeys, 1, d.maxKeys);
   const maxStalledCount = integerAtLeast('maxStalledCount', opts.maxStalledCount, 0, d.maxStalledCount);
@@ -221,6 +248,9 @@ export function resolveOptions(opts: BatchWorkerOptions): ResolvedOptions {
     metricsPort: opts.metricsPort,
     cacheBudgetBytes: opts.cacheBudgetBytes ?? d.cacheBudgetBytes,
     unhealthyAfterLoopErrors,
+    shutdownTimeoutMs,
+    watchdogMs,
+    allowEviction: opts.allowEviction ?? false,
     faults: opts.faults ?? faultsFromEnv(),
     logger: opts.logger,
   };

@@ -23,6 +23,8 @@ import { BatchStore } from '../shared/batch-store.js';
 import { paddedBatchSize } from '../shared/batch-sizes.js';
 import { Keyspace } from '../shared/keys.js';
 import { connectRedis, redactUrl, redisUrlFrom } from '../shared/redis.js';
+import { BatchgenError } from '../shared/errors.js';
+import { isOutOfMemory, Outage, watchConnection } from '../shared/outage.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { serveMetrics } from '../observability/metrics.js';
 import { createEngine, type Engine, type EngineModel } from './engine.js';
@@ -39,6 +41,8 @@ import { chooseQueue, collect, planBatches, type BatchState } from './micro-batc
 import { resolveOptions, type BatchWorkerOptions, type ResolvedOptions } from './options.js';
 import { readQueueStats } from './queue-stats.js';
 import { Settler } from './settler.js';
+import { stopBudget } from './shutdown.js';
+import { Watchdog, type WatchdogHealth } from './watchdog.js';
 
 export type { BatchWorkerOptions } from './options.js';
 export type { Faults } from './faults.js';
@@ -84,6 +88,11 @@ export class BatchWorker {
   private warmMs = 0;
   private busyMs = 0;
   private readonly service = new ServiceMeter();
+  private watchdog: Watchdog | null = null;
+  /** the main connection's outages (logged once each) */
+  private connection: ReturnType<typeof watchConnection> | null = null;
+  /** Redis refusing writes for lack of memory (logged once, in /healthz) */
+  private readonly oom = new Outage();
 
   constructor(opts: BatchWorkerOptions) {
     this.opts = resolveOptions(opts);
@@ -125,7 +134,9 @@ export class BatchWorker {
     const url = redisUrlFrom(opts.redisUrl);
     const redis = await connectRedis({ url, role: 'worker', name: `batchgen-worker-${this.id}` });
     this.redis = redis;
-    redis.on('error', (e) => this.log.warn({ err: e.message }, 'redis connection error'));
+    this.connection = watchConnection(redis, this.log, redactUrl(url));
+    this.watchdog = new Watchdog(redis, opts.watchdogMs);
+    this.watchdog.start();
     this.heartbeat = new Heartbeat(redis, this.keys.worker(this.id), opts.heartbeatMs, () => this.stats(), this.log);
     await this.checkEvictionPolicy(redis);
     // the engine never evicts a held variant (it would compile again while jobs wait): the key holder
@@ -193,12 +204,13 @@ export class BatchWorker {
       const r = (await redis.config('GET', 'maxmemory-policy')) as string[];
       const policy = r[1];
       if (policy !== 'noeviction') {
-        this.log.warn(
-          { policy },
-          `Redis maxmemory-policy is "${policy}", not "noeviction": under memory pressure Redis may evict queue keys and lose jobs`,
-        );
+        const why = `Redis maxmemory-policy is "${policy}", not "noeviction": under memory pressure Redis may evict queue keys and lose jobs`;
+        if (!this.opts.allowEviction)
+          throw new BatchgenError('invalid_config', `${why} (set maxmemory-policy noeviction, or pass --allow-eviction to run anyway)`);
+        this.log.warn({ policy }, `${why} (allowed by --allow-eviction)`);
       }
     } catch (e) {
+      if (e instanceof BatchgenError) throw e;
       this.log.warn(
         { err: (e as Error).message },
         'could not read Redis maxmemory-policy (CONFIG GET refused?): make sure it is noeviction',
@@ -206,10 +218,12 @@ export class BatchWorker {
     }
   }
 
-  /** What /healthz says: the keys' problems, and a loop that keeps failing. */
-  health(): WorkerHealth {
+  /** What /healthz says: the keys' problems, a loop that keeps failing, and the watchdog (Redis silent or full, fetching stopped). */
+  health(): WorkerHealth & { watchdog?: WatchdogHealth } {
     const keys = this.parts?.holder.book.health() ?? { ok: true, problems: [] };
-    return withLoopHealth(keys, loopHealth(this.loopErrors, this.opts.unhealthyAfterLoopErrors));
+    const h = withLoopHealth(keys, loopHealth(this.loopErrors, this.opts.unhealthyAfterLoopErrors));
+    const w = this.watchdog?.verdict(this._state === 'running', this.oom.downSince) ?? { ok: true };
+    return w.ok ? h : { ...h, ok: false, watchdog: w };
   }
 
   /** Jobs taken and not settled: those of the batch being processed, and those prefetched. */
@@ -239,6 +253,7 @@ export class BatchWorker {
         const worked = await this.servePass(p);
         this.setState(this.stopping ? 'draining' : 'idle');
         this.loopErrors = { consecutive: 0, last: null };
+        if (worked) this.noteWritesBack();
         if (worked) idleMs = IDLE_MIN_MS;
         else {
           await sleep(idleMs);
@@ -249,10 +264,22 @@ export class BatchWorker {
         this.loopErrors = { consecutive: this.loopErrors.consecutive + 1, last: msg };
         this.setState('idle');
         this.abandonPrefetched(p);
-        this.log.error({ err: msg, consecutive: this.loopErrors.consecutive }, 'worker loop error');
+        if (isOutOfMemory(e)) {
+          if (this.oom.begin(Date.now(), msg))
+            this.log.error(
+              { err: msg },
+              'Redis is out of memory (maxmemory reached, noeviction refuses writes): results cannot be written; retrying with backoff until memory is freed or maxmemory raised (logged once)',
+            );
+        } else this.log.error({ err: msg, consecutive: this.loopErrors.consecutive }, 'worker loop error');
         await sleep(Math.min(100 * 2 ** Math.min(this.loopErrors.consecutive, 5), 5000));
       }
     }
+  }
+
+  /** A pass that took jobs ended without an error: writes go through again. */
+  private noteWritesBack(): void {
+    const ms = this.oom.end(Date.now());
+    if (ms !== null) this.log.info({ downMs: ms }, 'Redis accepts writes again');
   }
 
   /**
@@ -263,14 +290,21 @@ export class BatchWorker {
    */
   private async servePass(p: Parts): Promise<boolean> {
     const bMax = this.opts.bMax;
-    const pick = chooseQueue(await HeldQueue.loads(p.redis, p.holder.queues()), bMax);
+    const loads = await HeldQueue.loads(p.redis, p.holder.queues());
+    this.watchdog?.fetched(loads.reduce((s, l) => s + l.waiting, 0));
+    const pick = chooseQueue(loads, bMax);
     if (!pick) return false;
     const held = p.holder.get(pick.id)!;
     held.lastServedAt = Date.now();
     let worked = false;
     for (let run = 0; run < MAX_RUN_OF_BATCHES && !this.stopping; run++) {
       this.setState('collecting');
-      const taken = await collect({ take: (n) => held.take(n, this.stopping) }, bMax, { maxWaitMs: this.opts.maxWaitMs, pollMs: 2 });
+      const take = async (n: number) => {
+        const t = await held.take(n, this.stopping);
+        this.watchdog?.fetched();
+        return t;
+      };
+      const taken = await collect({ take }, bMax, { maxWaitMs: this.opts.maxWaitMs, pollMs: 2 });
       if (taken.length > 0) {
         worked = true;
         await this.process(p, held, taken, run < MAX_RUN_OF_BATCHES - 1);
@@ -394,24 +428,51 @@ export class BatchWorker {
     return this.closing;
   }
 
-  /** Each step runs whatever the others did; a failing one is logged with its name. */
+  /**
+   * Each step runs whatever the others did; a failing one is logged with its name. The whole stop
+   * is bounded (stopBudget of shutdownTimeoutMs): the batch in hand gets what is left of it, and
+   * with Redis unreachable nothing waits for Redis (no last heartbeat, queues closed at once). Jobs
+   * left unfinished are logged; their locks expire and stall recovery gives them to a worker again.
+   */
   private async stopOnce(): Promise<void> {
     this.stopping = true;
     if (this._state === 'idle') this.setState('draining');
-    await this.runSteps([
-      ['finish starting', () => this.starting],
-      ['finish the batch in hand', () => this.loopDone],
-    ]);
+    const deadline = Date.now() + stopBudget(this.opts.shutdownTimeoutMs).finishMs;
+    const inTime = (what: Promise<unknown> | null | undefined) => this.before(deadline, what);
+    const finished = await inTime(
+      (async () => {
+        await this.runSteps([
+          ['finish starting', () => this.starting],
+          ['finish the batch in hand', () => this.loopDone],
+        ]);
+      })(),
+    );
+    if (!finished) {
+      const left = this.jobIdsInHand();
+      this.log.warn(
+        { jobs: left, shutdownTimeoutMs: this.opts.shutdownTimeoutMs, redisAnswering: this.watchdog?.answering() ?? false },
+        `stop: could not finish the batch in hand in time (${left.length} job(s)): they come back through stall recovery`,
+      );
+      this.inHand?.close(); // no more lock renewals: the locks expire, another worker takes the jobs
+    }
     this.setState('stopped');
-    await this.runSteps([
-      ['stop the heartbeat timer', () => this.heartbeat?.stop()],
-      // the last heartbeat stays a minute, for summaries
-      ['write the last heartbeat', () => this.heartbeat?.beat(60_000)],
-      ['close the key queues', () => this.parts?.holder.closeAll()],
-      ['close the metrics server', () => this.closeMetricsServer()],
-      ['dispose the engine', () => this.engine?.dispose()],
-      ['disconnect from Redis', () => this.redis?.disconnect()],
-    ]);
+    const redisOk = this.redis?.status === 'ready' && (this.watchdog?.answering() ?? false);
+    if (!redisOk) this.log.warn('stop: Redis does not answer: no last heartbeat, queues closed without waiting for it');
+    this.connection?.unwatch();
+    this.watchdog?.stop();
+    const closeBy = Date.now() + stopBudget(this.opts.shutdownTimeoutMs).closeMs;
+    await this.runSteps(
+      [
+        ['stop the heartbeat timer', () => this.heartbeat?.stop()],
+        // the last heartbeat stays a minute, for summaries
+        ['write the last heartbeat', () => (redisOk ? this.heartbeat?.beat(60_000) : undefined)],
+        ['close the key queues', () => this.closeQueues(!redisOk || !finished)],
+        ['close the metrics server', () => this.closeMetricsServer()],
+        ['dispose the engine', () => this.engine?.dispose()],
+        ['disconnect from Redis', () => this.redis?.disconnect()],
+      ],
+      closeBy,
+    );
     const e = this.engine?.stats();
     this.log.info(
       {
@@ -425,10 +486,44 @@ export class BatchWorker {
     );
   }
 
-  private async runSteps(steps: [name: string, run: () => unknown][]): Promise<void> {
+  /** Closes the queues' BullMQ workers; `force`: without waiting for Redis (their connections are dropped). */
+  private async closeQueues(force: boolean): Promise<void> {
+    const holder = this.parts?.holder;
+    if (!holder) return;
+    if (force) await Promise.all(holder.queues().map((h) => h.close(true).catch(() => {})));
+    await holder.closeAll();
+  }
+
+  /** The ids of the jobs taken and not settled. */
+  private jobIdsInHand(): string[] {
+    const ids = this.inHand?.jobIds() ?? [];
+    for (const h of this.parts?.holder.queues() ?? []) for (const t of h.prefetched) ids.push(t.job.id ?? '?');
+    return ids;
+  }
+
+  /** Whether `what` settled before the deadline (its failure counts as settled: runSteps logged it). */
+  private before(deadline: number, what: Promise<unknown> | null | undefined): Promise<boolean> {
+    if (!what) return Promise.resolve(true);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()));
+    });
+    return Promise.race([
+      what.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  private async runSteps(steps: [name: string, run: () => unknown][], deadline = Infinity): Promise<void> {
     for (const [name, run] of steps) {
       try {
-        await run();
+        const p = Promise.resolve().then(run);
+        if (deadline === Infinity) await p;
+        else if (!(await this.before(deadline, p))) this.log.warn({ step: name }, `stop: gave up waiting to ${name}`);
+        else await p.catch((e: Error) => this.log.warn({ step: name, err: e.message }, `stop: could not ${name}`));
       } catch (e) {
         this.log.warn({ step: name, err: (e as Error).message }, `stop: could not ${name}`);
       }

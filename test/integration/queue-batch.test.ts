@@ -184,7 +184,7 @@ test('a running batch: cancel lets running jobs finish, then cancelled; results,
   }
 });
 
-test('the worker warns when Redis may evict keys', { skip }, async () => {
+test('with allowEviction the worker starts on a Redis that may evict keys, and warns', { skip }, async () => {
   const evicting = await startRedisServer(['--maxmemory-policy', 'allkeys-lru']);
   const lines: string[] = [];
   const logger = pino(
@@ -196,7 +196,13 @@ test('the worker warns when Redis may evict keys', { skip }, async () => {
       },
     }),
   );
-  const w = new BatchWorker({ redisUrl: evicting.url, models: [{ name: 'tiny', dir: model }], engine: 'noop', logger });
+  const w = new BatchWorker({
+    redisUrl: evicting.url,
+    models: [{ name: 'tiny', dir: model }],
+    engine: 'noop',
+    logger,
+    allowEviction: true,
+  });
   try {
     await w.start();
     assert.ok(
