@@ -1,6 +1,10 @@
 /** batchgen's library entry: the producer SDK, the worker, and the shared contracts. */
-export { GenerationClient, BatchHandle, newBatchId, isTerminal } from './producer/client.js';
-export type { GenerationClientOptions, SubmitOptions, SubmitReport, GenerateResult, WaitOptions } from './producer/client.js';
+export { GenerationClient } from './producer/client.js';
+export type { GenerationClientOptions, GenerateResult } from './producer/client.js';
+export { BatchHandle, isTerminal } from './producer/batch-handle.js';
+export type { WaitOptions } from './producer/batch-handle.js';
+export { newBatchId } from './producer/submission.js';
+export type { SubmitOptions, SubmitReport } from './producer/submission.js';
 export { planBuckets, policyPadding, listPadding } from './producer/bucket-plan.js';
 export { BatchWorker } from './worker/worker.js';
 export type { BatchWorkerOptions } from './worker/options.js';

@@ -1,6 +1,6 @@
 /** `status --watch`: follows a batch until it is finished, one line rewritten in place on a terminal, else one line per change. */
 import type { BatchRecord } from '../shared/batch-store.js';
-import { isTerminal, type BatchHandle } from '../producer/client.js';
+import { type BatchHandle, isTerminal } from '../producer/batch-handle.js';
 import { progressBar, progressWrite } from './common.js';
 
 /** The one-line status of a batch while it is watched. */
