@@ -14,27 +14,16 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CompiledVariant, initBackend, loadModel, makeModel } from '../src/compiler/index.js';
-import { resolveParams } from '../src/shared/params.js';
+import { initBackend, loadModel, makeModel } from '../src/compiler/index.js';
 import { DEFAULT_POLICY_SETTINGS } from '../src/autoscaler/policy.js';
 import type { PolicySettings } from '../src/autoscaler/types.js';
 import { fixedController, hpaController, kedaController, policyController } from './autoscale/controllers.js';
 import { type Controller, quantile, type SimKey, type SimResult, simulate } from './autoscale/simulator.js';
+import { type Measured, measureShapes } from './autoscale/measure.js';
 import { poissonTrace, zipfWeights } from './autoscale/trace.js';
 
 const env = (k: string, d: number) => Number(process.env[k] ?? d);
 const SIZES = [1, 2, 4, 8];
-
-interface Measured {
-  shape: string;
-  P: number;
-  N: number;
-  compile_s: number;
-  /** seconds per batch at each size */
-  batch_s: Record<number, number>;
-  jobs_per_s_b8: number;
-  jobs_per_s_b1: number;
-}
 
 /** Compile every batch size of a few key shapes on the real engine and time one batch of each. */
 async function measure(): Promise<{ backend: string; shapes: Measured[] }> {
@@ -43,40 +32,15 @@ async function measure(): Promise<{ backend: string; shapes: Measured[] }> {
   try {
     await makeModel({ out: dir, layers: 2, heads: 4, embd: 128, positions: 256, seed: 1 });
     const model = await loadModel(dir, 'm');
-    const shapes: Measured[] = [];
-    for (const [P, N] of [
-      [16, 16],
-      [64, 32],
-      [128, 64],
-    ]) {
-      const params = resolveParams({ max_new_tokens: N, do_sample: false }, { ...model.defaults, eos_token_id: [] });
-      const batch_s: Record<number, number> = {};
-      let compileMs = 0;
-      for (const B of SIZES) {
-        let t0 = performance.now();
-        const v = await CompiledVariant.compile(model, { model: model.name, P, N, strategy: 'greedy' }, B);
-        compileMs += performance.now() - t0;
-        const rows = Array.from({ length: B }, (_, i) => ({
-          promptIds: Array.from({ length: P - (i % 4) }, (_, j) => (i * 977 + j * 31) % 50000),
-          params,
-        }));
-        await v.run(rows);
-        const reps = 3;
-        t0 = performance.now();
-        for (let r = 0; r < reps; r++) await v.run(rows);
-        batch_s[B] = (performance.now() - t0) / reps / 1000;
-        v.dispose();
-      }
-      shapes.push({
-        shape: `p${P}:n${N}:greedy`,
-        P,
-        N,
-        compile_s: compileMs / 1000,
-        batch_s,
-        jobs_per_s_b8: 8 / batch_s[8],
-        jobs_per_s_b1: 1 / batch_s[1],
-      });
-    }
+    const shapes = await measureShapes(
+      model,
+      [
+        [16, 16],
+        [64, 32],
+        [128, 64],
+      ],
+      SIZES,
+    );
     return { backend, shapes };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -164,6 +164,8 @@ export const ResultRecord = z.object({
   finished_at: z.number(),
   /** how many times the job had been handed to a worker when this result was written */
   deliveries: z.number().int().min(1).optional(),
+  /** ms from the job's enqueue (BullMQ's job timestamp) to the start of the batch that ran it; kept in Redis, not in output lines */
+  queued_ms: z.number().min(0).optional(),
 });
 export type ResultRecord = z.infer<typeof ResultRecord>;
 

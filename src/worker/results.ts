@@ -16,7 +16,7 @@ export async function resultRecord(
   payload: JobPayload,
   row: RowResult,
   decode: (ids: number[]) => Promise<string>,
-  meta: { worker: string; deliveries: number },
+  meta: { worker: string; deliveries: number; queuedMs?: number },
 ): Promise<ResultRecord> {
   const ids = row.tokenIds;
   const textIds =
@@ -39,7 +39,13 @@ export async function resultRecord(
     created_at: payload.created_at,
     finished_at: Date.now(),
     deliveries: meta.deliveries,
+    ...(meta.queuedMs === undefined ? {} : { queued_ms: meta.queuedMs }),
   };
+}
+
+/** ms from a job's enqueue to the start of its batch (0 when the clocks disagree). */
+export function queuedMs(enqueuedAt: number, startedAt: number): number {
+  return Math.max(0, startedAt - enqueuedAt);
 }
 
 /** Error codes that no retry can fix: the request itself is at fault. */

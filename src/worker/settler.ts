@@ -13,7 +13,7 @@ import type { Logger } from '../observability/logger.js';
 import type { HeldQueue, Ready, Taken } from './held-queue.js';
 import type { WorkerMetrics } from './metrics.js';
 import { checkPayload } from './payload.js';
-import { decideFailure, resultRecord } from './results.js';
+import { decideFailure, queuedMs, resultRecord } from './results.js';
 
 /** How long a batch's status is trusted before it is read again (cancel latency). */
 const STATUS_TTL_MS = 500;
@@ -82,12 +82,18 @@ export class Settler {
   /**
    * Writes the results of a group (one script call per batch run), then completes its jobs. With
    * `prefetch` (and no stop asked), each completion also takes the next waiting job, if any.
+   * `startedAt` (ms since the epoch): when the group's batch started; each result records how long
+   * its job waited for it (`queued_ms`).
    */
-  async success(held: HeldQueue, group: Ready[], out: RowResult[], prefetch: boolean): Promise<void> {
+  async success(held: HeldQueue, group: Ready[], out: RowResult[], prefetch: boolean, startedAt?: number): Promise<void> {
     const { store, metrics, log } = this.ctx;
     const recs = await Promise.all(
       group.map((r, i) =>
-        resultRecord(r.payload, out[i], held.model.decode, { worker: this.ctx.workerId, deliveries: r.job.attemptsStarted }),
+        resultRecord(r.payload, out[i], held.model.decode, {
+          worker: this.ctx.workerId,
+          deliveries: r.job.attemptsStarted,
+          ...(startedAt === undefined ? {} : { queuedMs: queuedMs(r.job.timestamp, startedAt) }),
+        }),
       ),
     );
     const byBatch = groupBy(group.keys(), (i) => group[i].payload.batch_id);

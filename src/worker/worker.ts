@@ -357,6 +357,7 @@ export class BatchWorker {
   /** Runs a group; if it fails with several jobs, each runs again alone so one bad job cannot fail the others. */
   private async runGroup(p: Parts, held: HeldQueue, group: Ready[], renewer: LockRenewer, prefetch = false): Promise<void> {
     let out: RowResult[];
+    const startedAt = Date.now();
     try {
       this.setState('running');
       out = await this.runRows(held, group);
@@ -375,7 +376,7 @@ export class BatchWorker {
       return;
     }
     this.setState('settling');
-    await p.settler.success(held, group, out, prefetch);
+    await p.settler.success(held, group, out, prefetch, startedAt);
     for (const g of group) renewer.untrack(g);
   }
 

@@ -114,6 +114,11 @@ test('300 mixed requests through two worker processes: one result each, greedy e
     const ids = new Set(results.map((r) => r.custom_id));
     assert.equal(ids.size, 300);
     for (const r of requests) assert.ok(ids.has(r.custom_id as string));
+    for (const r of results)
+      assert.ok(
+        typeof r.queued_ms === 'number' && r.queued_ms >= 0 && r.queued_ms <= r.finished_at - r.created_at,
+        `${r.custom_id}: queued_ms ${r.queued_ms} within its enqueue-to-result time`,
+      );
     const raw = new Redis(redis.url);
     const ks = new Keyspace({ prefix: 'e2e' });
     assert.equal(await raw.hlen(ks.batch('mixed300').results), 300);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { chooseQueue, collect, collectStep, planBatches } from '../../src/worker/micro-batcher.js';
 import { checkBatchSizes, paddedBatchSize, parseBatchSizes } from '../../src/shared/batch-sizes.js';
 import { BAD_JSON_MARK, checkPayload } from '../../src/worker/payload.js';
-import { decideFailure, resultRecord } from '../../src/worker/results.js';
+import { decideFailure, queuedMs, resultRecord } from '../../src/worker/results.js';
 import { BatchgenError } from '../../src/shared/errors.js';
 import { listPadding, planBuckets, policyPadding } from '../../src/producer/bucket-plan.js';
 import { DEFAULT_BUCKET_POLICY } from '../../src/shared/buckets.js';
@@ -174,6 +174,17 @@ test('resultRecord: OpenAI text leaves out a final stop id; native keeps every i
     deliveries: 1,
   });
   assert.equal(l.text, '<5><99>');
+});
+
+test('resultRecord: queued_ms is stored when the batch start is known, and never negative', async () => {
+  const decode = async (ids: number[]) => ids.join(',');
+  const row = { tokenIds: [5], finishReason: 'length' as const };
+  assert.equal(queuedMs(1_000, 1_250), 250);
+  assert.equal(queuedMs(1_000, 990), 0, 'a clock step back gives 0, not a negative wait');
+  const r = await resultRecord(payload, row, decode, { worker: 'w', deliveries: 1, queuedMs: queuedMs(1_000, 1_250) });
+  assert.equal(r.queued_ms, 250);
+  const none = await resultRecord(payload, row, decode, { worker: 'w', deliveries: 1 });
+  assert.ok(!('queued_ms' in none), 'no field without a batch start');
 });
 
 function bruteForce(lengths: number[], k: number): number {

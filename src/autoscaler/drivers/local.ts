@@ -49,11 +49,22 @@ export function workerArgs(ctx: DriverContext, id: string): string[] {
 
 /** Worker log lines kept per process (the rest are copied to workerLogs only). */
 const KEEP_LOG_LINES = 200;
+/** Lifetimes of worker processes kept (the most recent ones). */
+const KEEP_LIFETIMES = 1000;
+
+/** One worker process this driver started: when (ms since the epoch) it was spawned, and reaped (null while it runs). */
+export interface WorkerLifetime {
+  id: string;
+  pid: number;
+  startedAt: number;
+  exitedAt: number | null;
+}
 
 export class LocalDriver implements Driver {
   readonly name = 'local';
   private readonly procs = new Map<string, WorkerProcess>();
   private readonly stopping = new Set<string>();
+  private readonly spans: WorkerLifetime[] = [];
   private readonly log: Logger;
   private readonly stopGraceMs: number;
   private closing: Promise<void> | null = null;
@@ -76,6 +87,11 @@ export class LocalDriver implements Driver {
     return [...this.procs.keys()];
   }
 
+  /** The worker processes it started (the last 1000), oldest first: worker-seconds for the benchmarks. */
+  lifetimes(): WorkerLifetime[] {
+    return this.spans.map((s) => ({ ...s }));
+  }
+
   /** The process of a worker this driver runs (tests and the demo). */
   process(id: string): WorkerProcess | undefined {
     return this.procs.get(id);
@@ -88,8 +104,12 @@ export class LocalDriver implements Driver {
       keepLines: KEEP_LOG_LINES,
     });
     this.procs.set(id, p);
+    const span: WorkerLifetime = { id, pid: p.pid, startedAt: Date.now(), exitedAt: null };
+    this.spans.push(span);
+    if (this.spans.length > KEEP_LIFETIMES) this.spans.splice(0, this.spans.length - KEEP_LIFETIMES);
     this.log.info({ worker: id, pid: p.pid }, 'worker started');
     void p.exited.then(({ code, signal }) => {
+      span.exitedAt = Date.now();
       this.procs.delete(id);
       const asked = this.stopping.delete(id);
       const fields = { worker: id, pid: p.pid, code, signal };
