@@ -3,7 +3,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { BatchStore, type BatchRecord } from '../shared/batch-store.js';
 import { BatchgenError } from '../shared/errors.js';
-import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions } from '../shared/keys.js';
+import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions, QUEUE_EVENTS_MAX_LEN } from '../shared/keys.js';
 import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
 import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
@@ -155,7 +155,11 @@ export class GenerationClient {
     let q = this.queues.get(keyId);
     if (!q) {
       const ref = this.keys.queue(keyId);
-      q = new Queue(ref.bullName, { connection: this.redis, prefix: ref.bullPrefix });
+      q = new Queue(ref.bullName, {
+        connection: this.redis,
+        prefix: ref.bullPrefix,
+        streams: { events: { maxLen: QUEUE_EVENTS_MAX_LEN } },
+      });
       q.on('error', () => {});
       this.queues.set(keyId, q);
     }

@@ -10,7 +10,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { BatchStore, type BatchRecord } from './batch-store.js';
 import { BatchgenError } from './errors.js';
-import { jobIdOf, type Keyspace } from './keys.js';
+import { jobIdOf, type Keyspace, QUEUE_EVENTS_MAX_LEN } from './keys.js';
 import type { BatchStatus } from './schemas.js';
 
 /** Statuses in which requests of the batch may still be queued or running. */
@@ -108,7 +108,7 @@ export async function deleteBatch(redis: Redis, keys: Keyspace, batchId: string,
     let q = queues.get(keyId);
     if (!q) {
       const ref = keys.queue(keyId);
-      q = new Queue(ref.bullName, { connection: redis, prefix: ref.bullPrefix });
+      q = new Queue(ref.bullName, { connection: redis, prefix: ref.bullPrefix, streams: { events: { maxLen: QUEUE_EVENTS_MAX_LEN } } });
       q.on('error', () => {});
       queues.set(keyId, q);
     }

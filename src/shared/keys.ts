@@ -89,6 +89,13 @@ export function modelNameForFolder(dir: string): string {
   return MODEL_NAME_RE.test(name) ? name : 'model';
 }
 
+/**
+ * The length BullMQ caps each queue's event stream at. batchgen reads no queue events (results and
+ * progress live in the batch records), so the stream is kept short: at BullMQ's default of 10,000
+ * entries an idle compile key keeps about 1 MB of events in Redis.
+ */
+export const QUEUE_EVENTS_MAX_LEN = 200;
+
 export function checkBatchId(id: string): string {
   if (!BATCH_ID_RE.test(id)) {
     throw new BatchgenError('invalid_request', `batch id "${id}": expected letters, digits, '.', '_' or '-' (at most 128)`);
