@@ -9,7 +9,8 @@ import { DEFAULT_BUCKET_POLICY, parseBucketPolicy } from '../shared/buckets.js';
 import { BatchgenError } from '../shared/errors.js';
 import { checkBatchId } from '../shared/keys.js';
 import { parseModelSpecs } from '../shared/models.js';
-import { isTerminal } from '../producer/batch-handle.js';
+import { type BatchHandle, isTerminal } from '../producer/batch-handle.js';
+import type { ErrorRecord } from '../shared/schemas.js';
 import { GenerationClient } from '../producer/client.js';
 import { newBatchId, type SubmitReport } from '../producer/submission.js';
 import { openJsonlInput, writeErrorsFile } from '../producer/jsonl.js';
@@ -42,25 +43,51 @@ export function submitSummary(r: SubmitReport): string {
   return `batch ${r.batchId}: ${r.requests} requests (${parts.join(', ')}) on ${r.keys.length} queue(s); ${r.rejectedLines} line(s) rejected`;
 }
 
+const OPTIONS = {
+  model: { type: 'string', multiple: true },
+  'batch-id': { type: 'string' },
+  wait: { type: 'boolean' },
+  out: { type: 'string' },
+  errors: { type: 'string' },
+  order: { type: 'string' },
+  'fail-on-errors': { type: 'boolean' },
+  buckets: { type: 'string' },
+  'new-token-buckets': { type: 'string' },
+  attempts: { type: 'string' },
+  retention: { type: 'string' },
+  timeout: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  ...REDIS_FLAG_OPTIONS,
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>['values'];
+
+/** The client of a submit: models, buckets, attempts, retention, and the outage messages of --wait. */
+function connectClient(values: Values, models: ReturnType<typeof parseModelSpecs>): Promise<GenerationClient> {
+  return GenerationClient.connect({
+    redisUrl: values.redis,
+    ...keyspaceFrom(values),
+    models,
+    buckets: {
+      prompt: values.buckets ? parseBucketPolicy(values.buckets) : DEFAULT_BUCKET_POLICY,
+      newTokens: values['new-token-buckets'] ? parseBucketPolicy(values['new-token-buckets']) : DEFAULT_BUCKET_POLICY,
+    },
+    attempts: numberFlag('attempts', values.attempts, { min: 1, integer: true }),
+    retentionS: numberFlag('retention', values.retention, { min: 1, integer: true }),
+    // --wait rides out a Redis restart or failover: told once when Redis goes, once when it is back
+    onOutage: (e) =>
+      err(
+        e.state === 'down'
+          ? `Redis at ${e.url} is unavailable (${e.error.split('\n')[0].replace(/^Redis at \S+ is unavailable: /, '')}): waiting for it, for up to ${formatDuration(e.limitMs)}\n`
+          : `Redis at ${e.url} is back after ${formatDuration(e.downMs)}: going on\n`,
+      ),
+  });
+}
+
 export async function submitCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: {
-      model: { type: 'string', multiple: true },
-      'batch-id': { type: 'string' },
-      wait: { type: 'boolean' },
-      out: { type: 'string' },
-      errors: { type: 'string' },
-      order: { type: 'string' },
-      'fail-on-errors': { type: 'boolean' },
-      buckets: { type: 'string' },
-      'new-token-buckets': { type: 'string' },
-      attempts: { type: 'string' },
-      retention: { type: 'string' },
-      timeout: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-      ...REDIS_FLAG_OPTIONS,
-    },
+    options: OPTIONS,
     strict: true,
     allowPositionals: true,
   });
@@ -82,24 +109,7 @@ export async function submitCommand(argv: string[]): Promise<number> {
   const batchId = checkBatchId(values['batch-id'] ?? newBatchId());
   // the input is opened (and its first line read) before anything is written to Redis
   const lines = await openJsonlInput(file);
-  const client = await GenerationClient.connect({
-    redisUrl: values.redis,
-    ...keyspaceFrom(values),
-    models,
-    buckets: {
-      prompt: values.buckets ? parseBucketPolicy(values.buckets) : DEFAULT_BUCKET_POLICY,
-      newTokens: values['new-token-buckets'] ? parseBucketPolicy(values['new-token-buckets']) : DEFAULT_BUCKET_POLICY,
-    },
-    attempts: numberFlag('attempts', values.attempts, { min: 1, integer: true }),
-    retentionS: numberFlag('retention', values.retention, { min: 1, integer: true }),
-    // --wait rides out a Redis restart or failover: told once when Redis goes, once when it is back
-    onOutage: (e) =>
-      err(
-        e.state === 'down'
-          ? `Redis at ${e.url} is unavailable (${e.error.split('\n')[0].replace(/^Redis at \S+ is unavailable: /, '')}): waiting for it, for up to ${formatDuration(e.limitMs)}\n`
-          : `Redis at ${e.url} is back after ${formatDuration(e.downMs)}: going on\n`,
-      ),
-  });
+  const client = await connectClient(values, models);
   const onInterruptSubmit = () => {
     err(
       `\ninterrupted: batch ${batchId} is only partly submitted (it stays validating, and expires after its retention if left so).\n` +
@@ -124,64 +134,74 @@ export async function submitCommand(argv: string[]): Promise<number> {
       return values['fail-on-errors'] && report.failedValidation + report.rejectedLines > 0 ? 3 : 0;
     }
 
-    const outFile = values.out ?? `${handle.id}.results.jsonl`;
-    const appender = await ResultsFileAppender.open(outFile, handle.id, client.store);
-    if (appender.kept) err(`${outFile}: ${appender.kept} result line(s) of this batch kept from before; appending the rest\n`);
-    const onInterruptWait = () => {
-      err(
-        `\nstopped waiting: batch ${handle.id} keeps running. ${appender.lines} line(s) so far in ${outFile}.\nlater: batchgen status ${handle.id}; batchgen results ${handle.id} --out FILE\n`,
-      );
-      process.exit(130);
-    };
-    process.once('SIGINT', onInterruptWait);
-
-    const progress = new ProgressReporter(t0);
-    const onProgress = (r: BatchRecord) => progress.update(r, isTerminal(r.status));
-    let stop = false;
-    const follow = (async () => {
-      while (!stop) {
-        await client.patient(() => appender.catchUp());
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    })();
-    let rec: BatchRecord | null = null;
-    try {
-      rec = await handle.wait({ onProgress, timeoutMs: timeoutS === undefined ? undefined : timeoutS * 1000 });
-    } catch (e) {
-      if (!(e instanceof BatchgenError) || timeoutS === undefined || Date.now() - t0 < timeoutS * 1000) throw e;
-    } finally {
-      progress.stop();
-      stop = true;
-      await follow;
-      await client.patient(() => appender.catchUp());
-      await appender.close();
-      process.removeListener('SIGINT', onInterruptWait);
-    }
-    if (rec === null) {
-      const r = await handle.status();
-      err(
-        `batch ${handle.id} is not finished after --timeout ${timeoutS} s (${r.counts.completed + r.counts.failed}/${r.counts.total} done): it keeps running. ` +
-          `${appender.lines} line(s) so far in ${outFile}.\nlater: batchgen status ${handle.id}; batchgen results ${handle.id} --out FILE\n`,
-      );
-      return 1;
-    }
-    const n =
-      order === 'input' ? await client.patient(() => writeResultsInOrder(outFile, handle.id, client.store, 'input')) : appender.lines;
-    const errors = [...(await handle.errors()), ...refusals].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
-    const errFile = values.errors ?? (errors.length ? `${handle.id}.errors.jsonl` : undefined);
-    if (errFile) await writeErrorsFile(errFile, errors);
-    if (refusedLines === 0)
-      await client.patient(() =>
-        client.store.setFiles(handle.id, { output: resolve(outFile), errors: errFile ? resolve(errFile) : undefined }),
-      );
-    err(
-      `batch ${handle.id} ${rec.status} in ${formatDuration(Date.now() - t0)}: ${rec.counts.completed} completed, ${rec.counts.failed} failed` +
-        `${rec.counts.cancelled ? `, ${rec.counts.cancelled} cancelled` : ''}; ${n} lines in ${outFile}${errFile ? `, ${errors.length} errors in ${errFile}` : ''}\n`,
-    );
-    if (rec.status !== 'completed' || refusedLines) return 1;
-    return values['fail-on-errors'] && rec.counts.failed + rec.counts.rejected > 0 ? 3 : 0;
+    return await waitAndWrite(client, handle, values, { t0, order, timeoutS, refusals, refusedLines });
   } finally {
     process.removeListener('SIGINT', onInterruptSubmit);
     await client.close();
   }
+}
+
+/** `--wait`: progress, results appended as requests settle, then the errors file and the summary. Returns the exit code. */
+async function waitAndWrite(
+  client: GenerationClient,
+  handle: BatchHandle,
+  values: Values,
+  w: { t0: number; order: ResultsOrder; timeoutS: number | undefined; refusals: ErrorRecord[]; refusedLines: number },
+): Promise<number> {
+  const { t0, order, timeoutS, refusals, refusedLines } = w;
+  const outFile = values.out ?? `${handle.id}.results.jsonl`;
+  const appender = await ResultsFileAppender.open(outFile, handle.id, client.store);
+  if (appender.kept) err(`${outFile}: ${appender.kept} result line(s) of this batch kept from before; appending the rest\n`);
+  const onInterruptWait = () => {
+    err(
+      `\nstopped waiting: batch ${handle.id} keeps running. ${appender.lines} line(s) so far in ${outFile}.\nlater: batchgen status ${handle.id}; batchgen results ${handle.id} --out FILE\n`,
+    );
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterruptWait);
+
+  const progress = new ProgressReporter(t0);
+  const onProgress = (r: BatchRecord) => progress.update(r, isTerminal(r.status));
+  let stop = false;
+  const follow = (async () => {
+    while (!stop) {
+      await client.patient(() => appender.catchUp());
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  let rec: BatchRecord | null = null;
+  try {
+    rec = await handle.wait({ onProgress, timeoutMs: timeoutS === undefined ? undefined : timeoutS * 1000 });
+  } catch (e) {
+    if (!(e instanceof BatchgenError) || timeoutS === undefined || Date.now() - t0 < timeoutS * 1000) throw e;
+  } finally {
+    progress.stop();
+    stop = true;
+    await follow;
+    await client.patient(() => appender.catchUp());
+    await appender.close();
+    process.removeListener('SIGINT', onInterruptWait);
+  }
+  if (rec === null) {
+    const r = await handle.status();
+    err(
+      `batch ${handle.id} is not finished after --timeout ${timeoutS} s (${r.counts.completed + r.counts.failed}/${r.counts.total} done): it keeps running. ` +
+        `${appender.lines} line(s) so far in ${outFile}.\nlater: batchgen status ${handle.id}; batchgen results ${handle.id} --out FILE\n`,
+    );
+    return 1;
+  }
+  const n = order === 'input' ? await client.patient(() => writeResultsInOrder(outFile, handle.id, client.store, 'input')) : appender.lines;
+  const errors = [...(await handle.errors()), ...refusals].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  const errFile = values.errors ?? (errors.length ? `${handle.id}.errors.jsonl` : undefined);
+  if (errFile) await writeErrorsFile(errFile, errors);
+  if (refusedLines === 0)
+    await client.patient(() =>
+      client.store.setFiles(handle.id, { output: resolve(outFile), errors: errFile ? resolve(errFile) : undefined }),
+    );
+  err(
+    `batch ${handle.id} ${rec.status} in ${formatDuration(Date.now() - t0)}: ${rec.counts.completed} completed, ${rec.counts.failed} failed` +
+      `${rec.counts.cancelled ? `, ${rec.counts.cancelled} cancelled` : ''}; ${n} lines in ${outFile}${errFile ? `, ${errors.length} errors in ${errFile}` : ''}\n`,
+  );
+  if (rec.status !== 'completed' || refusedLines) return 1;
+  return values['fail-on-errors'] && rec.counts.failed + rec.counts.rejected > 0 ? 3 : 0;
 }
