@@ -206,8 +206,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${line(noop)}\n${line(real)}\n`);
     for (const w of ['real-1', 'real-2']) {
       const pts = real.curve.filter((c) => c.worker === w);
-      // after warm-up: from the second sample on
-      const first = pts[Math.min(1, pts.length - 1)];
+      // after warm-up: from 10 s into the phase (every key compiled by then)
+      const first = pts.find((c) => c.t_s >= 10) ?? pts[Math.min(1, pts.length - 1)];
       const last = pts.at(-1);
       if (first && last)
         process.stdout.write(

@@ -16,6 +16,8 @@
  * failures, cancels), faults.ts (injected failures), heartbeat.ts, metrics.ts. This file keeps start,
  * the loop, running a collected batch, and stop.
  */
+import { checkEvictionPolicy } from './eviction-check.js';
+import { runSteps, settledBefore } from './stop-steps.js';
 import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { RowResult } from '../compiler/types.js';
@@ -23,7 +25,6 @@ import { BatchStore } from '../shared/batch-store.js';
 import { paddedBatchSize } from '../shared/batch-sizes.js';
 import { Keyspace } from '../shared/keys.js';
 import { connectRedis, redactUrl, redisUrlFrom } from '../shared/redis.js';
-import { BatchgenError } from '../shared/errors.js';
 import { isOutOfMemory, Outage, watchConnection } from '../shared/outage.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { serveMetrics } from '../observability/metrics.js';
@@ -138,7 +139,7 @@ export class BatchWorker {
     this.watchdog = new Watchdog(redis, opts.watchdogMs);
     this.watchdog.start();
     this.heartbeat = new Heartbeat(redis, this.keys.worker(this.id), opts.heartbeatMs, () => this.stats(), this.log);
-    await this.checkEvictionPolicy(redis);
+    await checkEvictionPolicy(redis, this.opts.allowEviction, this.log);
     // the engine never evicts a held variant (it would compile again while jobs wait): the key holder
     // enforces the budget by holding no more keys once it is reached
     const engine = meteredEngine(
@@ -197,25 +198,6 @@ export class BatchWorker {
   /** Resolves when the loop has ended (after stop()). */
   async done(): Promise<void> {
     await this.loopDone;
-  }
-
-  private async checkEvictionPolicy(redis: Redis): Promise<void> {
-    try {
-      const r = (await redis.config('GET', 'maxmemory-policy')) as string[];
-      const policy = r[1];
-      if (policy !== 'noeviction') {
-        const why = `Redis maxmemory-policy is "${policy}", not "noeviction": under memory pressure Redis may evict queue keys and lose jobs`;
-        if (!this.opts.allowEviction)
-          throw new BatchgenError('invalid_config', `${why} (set maxmemory-policy noeviction, or pass --allow-eviction to run anyway)`);
-        this.log.warn({ policy }, `${why} (allowed by --allow-eviction)`);
-      }
-    } catch (e) {
-      if (e instanceof BatchgenError) throw e;
-      this.log.warn(
-        { err: (e as Error).message },
-        'could not read Redis maxmemory-policy (CONFIG GET refused?): make sure it is noeviction',
-      );
-    }
   }
 
   /** What /healthz says: the keys' problems, a loop that keeps failing, and the watchdog (Redis silent or full, fetching stopped). */
@@ -439,10 +421,10 @@ export class BatchWorker {
     this.stopping = true;
     if (this._state === 'idle') this.setState('draining');
     const deadline = Date.now() + stopBudget(this.opts.shutdownTimeoutMs).finishMs;
-    const inTime = (what: Promise<unknown> | null | undefined) => this.before(deadline, what);
+    const inTime = (what: Promise<unknown> | null | undefined) => settledBefore(deadline, what);
     const finished = await inTime(
       (async () => {
-        await this.runSteps([
+        await runSteps(this.log, [
           ['finish starting', () => this.starting],
           ['finish the batch in hand', () => this.loopDone],
         ]);
@@ -462,7 +444,8 @@ export class BatchWorker {
     this.connection?.unwatch();
     this.watchdog?.stop();
     const closeBy = Date.now() + stopBudget(this.opts.shutdownTimeoutMs).closeMs;
-    await this.runSteps(
+    await runSteps(
+      this.log,
       [
         ['stop the heartbeat timer', () => this.heartbeat?.stop()],
         // the last heartbeat stays a minute, for summaries
@@ -500,35 +483,6 @@ export class BatchWorker {
     const ids = this.inHand?.jobIds() ?? [];
     for (const h of this.parts?.holder.queues() ?? []) for (const t of h.prefetched) ids.push(t.job.id ?? '?');
     return ids;
-  }
-
-  /** Whether `what` settled before the deadline (its failure counts as settled: runSteps logged it). */
-  private before(deadline: number, what: Promise<unknown> | null | undefined): Promise<boolean> {
-    if (!what) return Promise.resolve(true);
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<boolean>((r) => {
-      timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()));
-    });
-    return Promise.race([
-      what.then(
-        () => true,
-        () => true,
-      ),
-      late,
-    ]).finally(() => clearTimeout(timer));
-  }
-
-  private async runSteps(steps: [name: string, run: () => unknown][], deadline = Infinity): Promise<void> {
-    for (const [name, run] of steps) {
-      try {
-        const p = Promise.resolve().then(run);
-        if (deadline === Infinity) await p;
-        else if (!(await this.before(deadline, p))) this.log.warn({ step: name }, `stop: gave up waiting to ${name}`);
-        else await p.catch((e: Error) => this.log.warn({ step: name, err: e.message }, `stop: could not ${name}`));
-      } catch (e) {
-        this.log.warn({ step: name, err: (e as Error).message }, `stop: could not ${name}`);
-      }
-    }
   }
 
   private closeMetricsServer(): Promise<void> | undefined {
