@@ -12,56 +12,42 @@
  * BullMQ's backoff; a job stalled too often fails with its reason.
  *
  * The parts: options.ts (options, defaults), key-holder.ts (which keys are held, compiles),
- * held-queue.ts (one key's queue), lock-renewer.ts (locks of the jobs in hand), settler.ts (results,
- * failures, cancels), faults.ts (injected failures), heartbeat.ts, metrics.ts. This file keeps start,
- * the loop, running a collected batch, and stop.
+ * held-queue.ts (one key's queue), lock-renewer.ts (locks of the jobs in hand), batch-runner.ts
+ * (running a group), settler.ts (results, failures, cancels), watchdog.ts (Redis silent, fetching
+ * stopped), eviction-check.ts, stop-steps.ts (the bounded stop), faults.ts (injected failures),
+ * heartbeat.ts, metrics.ts. This file keeps start, the loop, processing a collected batch, and stop.
  */
-import { checkEvictionPolicy } from './eviction-check.js';
-import { runSteps, settledBefore } from './stop-steps.js';
 import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { RowResult } from '../compiler/types.js';
-import { BatchStore } from '../shared/batch-store.js';
-import { paddedBatchSize } from '../shared/batch-sizes.js';
 import { Keyspace } from '../shared/keys.js';
 import { connectRedis, redactUrl, redisUrlFrom } from '../shared/redis.js';
 import { isOutOfMemory, Outage, watchConnection } from '../shared/outage.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { serveMetrics } from '../observability/metrics.js';
+import { runBatch } from './batch-runner.js';
+import { buildParts, type Parts } from './parts.js';
 import { createEngine, type Engine, type EngineModel } from './engine.js';
-import { beforeRun } from './faults.js';
+import { checkEvictionPolicy } from './eviction-check.js';
 import { Heartbeat, ServiceMeter, workerStats, type WorkerStats } from './heartbeat.js';
 import { HeldQueue, type Ready, type Taken } from './held-queue.js';
 import { invariant } from './invariant.js';
-import { KeyHolder } from './key-holder.js';
 import { loopHealth, withLoopHealth, type LoopErrors, type WorkerHealth } from './key-policy.js';
 import { LockRenewer } from './lock-renewer.js';
 import { meteredEngine } from './metered-engine.js';
-import { createWorkerMetrics, observeBatch, type WorkerMetrics } from './metrics.js';
+import { createWorkerMetrics, type WorkerMetrics } from './metrics.js';
 import { chooseQueue, collect, planBatches, type BatchState } from './micro-batcher.js';
 import { resolveOptions, type BatchWorkerOptions, type ResolvedOptions } from './options.js';
 import { readQueueStats } from './queue-stats.js';
-import { Settler } from './settler.js';
 import { stopBudget } from './shutdown.js';
+import { runSteps, settledBefore } from './stop-steps.js';
 import { Watchdog, type WatchdogHealth } from './watchdog.js';
-
-export type { BatchWorkerOptions } from './options.js';
-export type { Faults } from './faults.js';
-export type { WorkerStats } from './heartbeat.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Batches taken from one queue in a row before the queues are compared again. */
 const MAX_RUN_OF_BATCHES = 4;
 /** First idle sleep of the loop, doubled up to idleMaxMs while no queue has work. */
 const IDLE_MIN_MS = 5;
-
-/** What start() builds and the loop uses. */
-interface Parts {
-  redis: Redis;
-  engine: Engine;
-  holder: KeyHolder;
-  settler: Settler;
-}
 
 /** A worker process's batch loop over the queues of the compile keys it holds. */
 export class BatchWorker {
@@ -147,25 +133,18 @@ export class BatchWorker {
       this.metrics,
     );
     this.engine = engine;
-    const holder = new KeyHolder({
-      redis,
-      keys: this.keys,
-      engine,
+    const parts = buildParts(redis, engine, this.keys, {
+      workerId: this.id,
       models: this.models,
       opts,
+      metrics: this.metrics,
       log: this.log,
       stopping: () => this.stopping,
       jobsInHand: () => this.jobsInHand(),
       nextToken: () => `${this.id}:${++this.tokenSeq}`,
     });
-    const settler = new Settler({
-      workerId: this.id,
-      store: new BatchStore(redis, this.keys),
-      metrics: this.metrics,
-      log: this.log,
-      stopping: () => this.stopping,
-    });
-    this.parts = { redis, engine, holder, settler };
+    const { holder } = parts;
+    this.parts = parts;
     if (opts.metricsPort !== undefined) {
       this.metricsServer = await serveMetrics(this.metrics.registry, opts.metricsPort, undefined, () => ({
         worker: this.id,
@@ -342,7 +321,12 @@ export class BatchWorker {
     const startedAt = Date.now();
     try {
       this.setState('running');
-      out = await this.runRows(held, group);
+      out = await runBatch(held, group, {
+        batchSizes: this.opts.batchSizes,
+        faults: this.opts.faults,
+        metrics: this.metrics,
+        log: this.log,
+      });
     } catch (e) {
       if (group.length > 1) {
         this.log.warn({ key: held.id, rows: group.length, err: (e as Error).message }, 'batch failed: running its jobs one by one');
@@ -360,30 +344,6 @@ export class BatchWorker {
     this.setState('settling');
     await p.settler.success(held, group, out, prefetch, startedAt);
     for (const g of group) renewer.untrack(g);
-  }
-
-  /** Runs one group on the smallest allowed batch size (masked dummy rows fill the rest). */
-  private async runRows(held: HeldQueue, group: Ready[]): Promise<RowResult[]> {
-    const B = paddedBatchSize(group.length, this.opts.batchSizes);
-    const variant = held.variants.get(B)!;
-    this.log.info({ key: held.id, rows: group.length, B, jobs: group.map((g) => g.job.id) }, 'batch started');
-    await beforeRun(
-      this.opts.faults,
-      group.map((g) => g.payload.custom_id),
-      this.log,
-      held.id,
-    );
-    const t0 = performance.now();
-    const out = await variant.run(group.map((g) => ({ promptIds: g.payload.prompt_ids, params: g.payload.params })));
-    observeBatch(this.metrics, held.id, {
-      B,
-      rows: group.length,
-      seconds: (performance.now() - t0) / 1000,
-      promptTokens: group.reduce((s, g) => s + g.payload.prompt_ids.length, 0),
-      bucketTokens: group.length * held.key.P,
-      generatedTokens: out.reduce((s, r) => s + r.tokenIds.length, 0),
-    });
-    return out;
   }
 
   /** What this worker reports about itself (heartbeat, demo summary). */
