@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend, loadModel, makeModel } from '../src/compiler/index.js';
-import { DEFAULT_POLICY_SETTINGS } from '../src/autoscaler/policy.js';
+import { DEFAULT_POLICY_SETTINGS } from '../src/autoscaler/policy-settings.js';
 import type { PolicySettings } from '../src/autoscaler/types.js';
 import { fixedController, hpaController, kedaController, policyController } from './autoscale/controllers.js';
 import { type Controller, quantile, type SimKey, type SimResult, simulate } from './autoscale/simulator.js';

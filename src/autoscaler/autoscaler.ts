@@ -21,7 +21,8 @@ import { connectRedis, redactUrl, redisUrlFrom } from '../shared/redis.js';
 import { componentLogger, type Logger } from '../observability/logger.js';
 import { MetricsRegistry, type Counter, type Gauge } from '../observability/metrics.js';
 import type { Driver } from './drivers/driver.js';
-import { DEFAULT_POLICY_SETTINGS, decide as policyDecide } from './policy.js';
+import { decide as policyDecide } from './policy.js';
+import { DEFAULT_POLICY_SETTINGS } from './policy-settings.js';
 import { StateReader } from './state.js';
 import type { ClusterState, Plan, PolicySettings } from './types.js';
 

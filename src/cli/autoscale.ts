@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { Autoscaler, AUTOSCALER_DEFAULTS } from '../autoscaler/autoscaler.js';
 import type { Driver, DriverContext } from '../autoscaler/drivers/driver.js';
 import { LocalDriver } from '../autoscaler/drivers/local.js';
-import { DEFAULT_POLICY_SETTINGS } from '../autoscaler/policy.js';
+import { DEFAULT_POLICY_SETTINGS } from '../autoscaler/policy-settings.js';
 import type { Plan, PolicySettings } from '../autoscaler/types.js';
 import { BatchgenError } from '../shared/errors.js';
 import { Keyspace } from '../shared/keys.js';

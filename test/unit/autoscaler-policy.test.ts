@@ -1,7 +1,8 @@
 /** The autoscaling policy: pure decisions over a cluster state, no Redis. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, DEFAULT_POLICY_SETTINGS } from '../../src/autoscaler/policy.js';
+import { decide } from '../../src/autoscaler/policy.js';
+import { DEFAULT_POLICY_SETTINGS } from '../../src/autoscaler/policy-settings.js';
 import { assumedFor, keepAliveSeconds, keyDemand } from '../../src/autoscaler/demand.js';
 import type { ClusterState, KeyState, Plan, PolicySettings, WorkerState } from '../../src/autoscaler/types.js';
 
