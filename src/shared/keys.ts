@@ -2,7 +2,7 @@
  * Every queue and Redis key name batchgen uses, built in this one module.
  *
  * The queue of a compile key is `<prefix>:gen:<model>:p<P>:n<N>:<strategy>` (readable by people and
- * by KEDA: its waiting list is that name plus `:wait`). BullMQ refuses ':' in a queue name, so the
+ * by a KEDA Redis scaler, if one is used: its waiting list is that name plus `:wait`). BullMQ refuses ':' in a queue name, so the
  * name is split at its last ':' into BullMQ's `prefix` (`<prefix>:gen:<model>:p<P>:n<N>`) and queue
  * name (`<strategy>`); BullMQ joins them back into exactly the name above.
  *
@@ -28,7 +28,7 @@ export interface QueueRef {
   bullPrefix: string;
   /** BullMQ's queue name. */
   bullName: string;
-  /** BullMQ's list of waiting jobs (what KEDA's Redis scaler reads). */
+  /** BullMQ's list of waiting jobs (what a KEDA Redis scaler would read; the shipped setup scales on the autoscaler's /scale). */
   waitList: string;
   /** BullMQ's sorted set of delayed jobs (retries waiting for their backoff). */
   delayedSet: string;
