@@ -1,17 +1,6 @@
 /** Seeded bursty arrival traces with Zipf key popularity, for the autoscaling simulator. Pure. */
+import { mulberry32 } from '../../src/shared/rng.js';
 import type { Arrival } from './simulator.js';
-
-/** mulberry32: a small, well-mixed 32-bit PRNG; the same seed gives the same stream. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Zipf weights 1/rank^s over n keys, summing to 1. */
 export function zipfWeights(n: number, s: number): number[] {

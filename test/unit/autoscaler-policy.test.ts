@@ -1,4 +1,5 @@
 /** The autoscaling policy: pure decisions over a cluster state, no Redis. */
+import { mulberry32 } from '../../src/shared/rng.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decide } from '../../src/autoscaler/policy.js';
@@ -351,17 +352,6 @@ test('hysteresis: under a steady load the state a plan leads to gives keep for e
 });
 
 // --- properties over random states --------------------------------------------------------------
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomCase(seed: number): { state: ClusterState; settings: PolicySettings } {
   const r = mulberry32(seed);
