@@ -5,7 +5,7 @@ import type { PolicySettings } from './types.js';
  * The defaults, and where each comes from.
  */
 export const DEFAULT_POLICY_SETTINGS: Readonly<Required<PolicySettings>> = Object.freeze({
-  /** @defaultValue 0: scale to zero when there is no work (DESIGN: `--min-workers 0`) */
+  /** @defaultValue 0: scale to zero when there is no work (the CLI's `--min-workers 0`) */
   minWorkers: 0,
   /** @defaultValue 8: one wasm worker per core (wasm runs one thread per process) of an 8-core host */
   maxWorkers: 8,

@@ -104,8 +104,8 @@ export function checkBatchId(id: string): string {
 }
 
 /**
- * The job id of one request: `<batchId>/<customId>`. (DESIGN.md writes `<batchId>:<customId>`;
- * BullMQ refuses ':' in custom job ids, hence '/'.) '%' and ':' inside the custom_id are
+ * The job id of one request: `<batchId>/<customId>` (BullMQ refuses ':' in custom job ids, hence
+ * '/'). '%' and ':' inside the custom_id are
  * percent-encoded, so the id is unambiguous and BullMQ accepts any custom_id.
  */
 export function jobIdOf(batchId: string, customId: string): string {
