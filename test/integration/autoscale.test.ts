@@ -5,6 +5,7 @@
  * with SIGKILL has its keys assigned again and its jobs complete; `--dry-run --once --json` prints
  * a plan and writes nothing.
  */
+import { until } from '../helpers/until.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
@@ -78,16 +79,6 @@ const threeKeys = (tag: string, n: number) =>
       max_new_tokens: maxNew,
     })),
   );
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /** The custom_ids that have a result, and the number of result entries. */
 async function resultIds(raw: Redis, ks: Keyspace, batchId: string): Promise<string[]> {

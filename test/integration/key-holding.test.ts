@@ -4,6 +4,7 @@
  * one with work), and a key whose compile fails shows in `batchgen status`, handle.health() and the
  * worker's /healthz.
  */
+import { until } from '../helpers/until.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,6 @@ let redis: RedisServer;
 let model: string;
 const workers: WorkerProcess[] = [];
 const quiet = pino({ level: 'silent' });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 before(async () => {
   if (skip) return;
@@ -55,16 +55,6 @@ const requests = (tag: string, n: number, maxNew: number) =>
     prompt: `key ${tag} request ${i}`,
     max_new_tokens: maxNew,
   }));
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 test('worker --max-keys 2: three keys submitted in sequence all complete; idle keys are released, least recently served first', {
   skip,

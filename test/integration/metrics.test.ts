@@ -3,6 +3,7 @@
  * before and after jobs, the counters move by exactly the jobs run, and the queue gauges show jobs
  * waiting behind a busy worker.
  */
+import { until as untilEvery } from '../helpers/until.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,9 @@ import { ensureTinyModel, spawnWorker, type WorkerProcess } from '../helpers/pro
 import { promtoolCheck, promtoolMissing } from '../helpers/promtool.js';
 import { GenerationClient } from '../../src/producer/client.js';
 
+/** Polled every 50 ms: the scrapes below look for states that last a few hundred ms. */
+const until = <T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000) => untilEvery(what, fn, timeoutMs, 50);
+
 const skip = (!hasRedisServer() && 'redis-server is not installed') || promtoolMissing;
 const KEY = 'tiny:p16:n16:greedy';
 const K = `{key="${KEY}"}`;
@@ -20,7 +24,6 @@ let redis: RedisServer;
 let model: string;
 const workers: WorkerProcess[] = [];
 const quiet = pino({ level: 'silent' });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 before(async () => {
   if (skip) return;
@@ -70,16 +73,6 @@ const client = (prefix: string) =>
   GenerationClient.connect({ redisUrl: redis.url, prefix, models: [{ name: 'tiny', dir: model }], logger: quiet });
 const requests = (n: number, maxNew: number) =>
   Array.from({ length: n }, (_, i) => ({ custom_id: `r${i}`, model: 'tiny', prompt: `metrics request ${i}`, max_new_tokens: maxNew }));
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 async function assertPromtoolClean(s: Scrape, when: string): Promise<void> {
   assert.deepEqual(await promtoolCheck(s.text), { code: 0, output: '' }, `promtool on the metrics ${when}`);

@@ -4,6 +4,7 @@
  * SIGTERM of a worker whose Redis is down or frozen, a Redis out of memory, and every command
  * against a Redis that is not there. Each test ends with the same ledger check (test/helpers/ledger.ts).
  */
+import { until } from '../helpers/until.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -90,14 +91,6 @@ async function cli(args: string[], timeoutMs = 90_000): Promise<{ code: number |
   const code = await run.exited;
   clearTimeout(timer);
   return { code, stdout: run.stdout, stderr: run.stderr };
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await sleep(100);
-  }
 }
 
 const count = (w: WorkerProcess, msg: string) => w.logs.filter((l) => l.msg === msg).length;
