@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { baselineGreedy } from './baseline.js';
+import type { DeviceWeights } from '../src/compiler/gpt2.js';
 import { CompiledVariant, initBackend, loadModel, makeModel, retraces, tf } from '../src/compiler/index.js';
 import { topKTopP, topKTopPCandidates } from '../src/compiler/logits.js';
 import type { RowRequest } from '../src/compiler/types.js';
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
   await makeModel({ out: dir, layers, heads, embd, positions: 1024, seed: 1 });
   const model = await loadModel(dir, 'gpt2-shaped');
   const loadMs = performance.now() - t0;
-  const c = model.folder.config;
+  const c = model.as('gpt2').folder.config;
   // Parameters touched per decode step: all matmul weights, the output projection included.
   const params = c.n_layer * 12 * c.n_embd * c.n_embd + c.vocab_size * c.n_embd;
 
@@ -127,13 +128,13 @@ async function main(): Promise<void> {
 
   // The obvious implementation: one request at a time, exact length, growing cache.
   const reqs = rowsFor(lengths(nRequests));
-  await baselineGreedy(model.weights, reqs[0].promptIds, 2); // warm the backend's kernels (XNNPACK packing)
+  await baselineGreedy(model.weights as DeviceWeights, reqs[0].promptIds, 2); // warm the backend's kernels (XNNPACK packing)
   t0 = performance.now();
   let tokens = 0;
   let basePrefill = 0;
   let baseDecode = 0;
   for (const r of reqs) {
-    const res = await baselineGreedy(model.weights, r.promptIds, N);
+    const res = await baselineGreedy(model.weights as DeviceWeights, r.promptIds, N);
     tokens += res.tokens.length;
     basePrefill += res.prefillMs;
     baseDecode += res.decodeMs;

@@ -1,14 +1,21 @@
-/** `batchgen make-model --out DIR [...]`: writes a GPT-2 model folder with seeded random weights. */
+/** `batchgen make-model --out DIR [--arch gpt2|llama|qwen2|mistral] [...]`: a model folder with seeded random weights. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { makeModel, resolveOptions, type MakeModelOptions } from '../compiler/make-model.js';
+import { type Arch, makeModel, resolveOptions, type MakeModelOptions } from '../compiler/make-model.js';
+import { ARCHS } from '../compiler/model-files.js';
 import { BatchgenError } from '../shared/errors.js';
 
-const USAGE = `usage: batchgen make-model --out DIR [--layers N] [--heads N] [--embd N] [--positions N]
-                           [--seed N] [--dtype F32|F16|BF16] [--vocab N] [--force]
-Writes config.json, model.safetensors (seeded random weights), tokenizer.json (GPT-2's) and
-generation_config.json. Defaults: 2 layers, 2 heads, embd 64, 128 positions, seed 1, F32, vocab 50257.
+const USAGE = `usage: batchgen make-model --out DIR [--arch gpt2|llama|qwen2|mistral] [--layers N] [--heads N]
+                           [--kv-heads N] [--embd N] [--intermediate N] [--positions N] [--seed N]
+                           [--dtype F32|F16|BF16] [--vocab N] [--tied | --untied] [--rope-scaling llama3]
+                           [--sliding-window N] [--shards N] [--force]
+Writes config.json, model.safetensors (seeded random weights; --shards N: N shards and
+model.safetensors.index.json), tokenizer.json (GPT-2's BPE; the Llama family adds its special tokens)
+and generation_config.json, as Hugging Face lays them out for the architecture.
+Defaults: gpt2, 2 layers, 2 heads (Llama family: kv heads = heads / 2), embd 64, intermediate
+8/3 x embd (Llama family), 128 positions, seed 1, F32, vocab 50257 (Llama family 50264), tied for
+qwen2, untied for llama and mistral, no rope scaling, no sliding window, one file.
 Refuses a DIR that exists and is not an empty folder, unless --force (which overwrites its files).`;
 
 /** Why `out` may not be written without --force (null when it may: absent, or an empty folder). */
@@ -25,7 +32,18 @@ export function outFolderProblem(out: string): string | null {
   return n === 0 ? null : `${out} is not empty (${n} entr${n === 1 ? 'y' : 'ies'}): pass --force to overwrite its files`;
 }
 
-const INT_FLAGS = ['layers', 'heads', 'embd', 'positions', 'seed', 'vocab'] as const;
+const INT_FLAGS = {
+  layers: 'layers',
+  heads: 'heads',
+  'kv-heads': 'kvHeads',
+  embd: 'embd',
+  intermediate: 'intermediate',
+  positions: 'positions',
+  seed: 'seed',
+  vocab: 'vocab',
+  'sliding-window': 'slidingWindow',
+  shards: 'shards',
+} as const;
 
 export async function makeModelCommand(argv: string[]): Promise<number> {
   let values: Record<string, string | boolean | undefined>;
@@ -34,13 +52,12 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
       args: argv,
       options: {
         out: { type: 'string' },
-        layers: { type: 'string' },
-        heads: { type: 'string' },
-        embd: { type: 'string' },
-        positions: { type: 'string' },
-        seed: { type: 'string' },
+        arch: { type: 'string' },
+        ...Object.fromEntries(Object.keys(INT_FLAGS).map((f) => [f, { type: 'string' as const }])),
         dtype: { type: 'string' },
-        vocab: { type: 'string' },
+        tied: { type: 'boolean' },
+        untied: { type: 'boolean' },
+        'rope-scaling': { type: 'string' },
         force: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -60,7 +77,14 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
     return 2;
   }
   const opts: MakeModelOptions = { out: path.resolve(values.out) };
-  for (const flag of INT_FLAGS) {
+  if (values.arch !== undefined) {
+    if (!ARCHS.includes(values.arch as Arch)) {
+      process.stderr.write(`make-model: --arch must be one of ${ARCHS.join(', ')}, got "${String(values.arch)}"\n`);
+      return 2;
+    }
+    opts.arch = values.arch as Arch;
+  }
+  for (const [flag, key] of Object.entries(INT_FLAGS)) {
     const raw = values[flag];
     if (raw === undefined) continue;
     const n = Number(raw);
@@ -70,7 +94,19 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
       );
       return 2;
     }
-    opts[flag] = n;
+    opts[key] = n;
+  }
+  if (values.tied && values.untied) {
+    process.stderr.write('make-model: --tied and --untied are exclusive\n');
+    return 2;
+  }
+  if (values.tied || values.untied) opts.tied = values.tied === true;
+  if (values['rope-scaling'] !== undefined) {
+    if (values['rope-scaling'] !== 'llama3') {
+      process.stderr.write(`make-model: --rope-scaling must be llama3, got "${String(values['rope-scaling'])}"\n`);
+      return 2;
+    }
+    opts.ropeScaling = 'llama3';
   }
   if (values.dtype !== undefined) {
     const d = String(values.dtype).toUpperCase();

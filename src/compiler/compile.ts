@@ -9,7 +9,7 @@
  * loop so timers (queue lock renewal) run during long batches.
  */
 import { tf } from './backend.js';
-import { type DeviceWeights, decodeStep, prefill } from './gpt2.js';
+import type { DeviceModel } from './family.js';
 import { KvCache } from './kv-cache.js';
 import type { OnDevice } from './logits.js';
 import { NEG, openDecodeSlot, packBatch } from './packing.js';
@@ -19,14 +19,14 @@ import { BeamStrategy } from './strategies/beam.js';
 import { SampleStrategy } from './strategies/sample.js';
 import type { DecodeStrategy, StepChoice } from './strategies/strategy.js';
 import type { RowRequest, RowResult } from './types.js';
-import { assertServable, variantId, type CompileKey } from '../shared/compile-key.js';
+import { assertServable, keyId, variantId, type CompileKey } from '../shared/compile-key.js';
 import { BatchgenError, ShapeMismatchError } from '../shared/errors.js';
 import { beamsOf, strategyOf, type GenerationDefaults, type ResolvedParams } from '../shared/params.js';
 
 /** What a variant needs of a loaded model. */
 export interface VariantModel {
   name: string;
-  weights: DeviceWeights;
+  weights: DeviceModel;
   defaults: GenerationDefaults;
   /** The tokenizer's decode: needed only for rows with stop strings. */
   decode?(ids: number[]): Promise<string>;
@@ -66,10 +66,10 @@ export class CompiledVariant {
     readonly key: CompileKey,
     readonly batchSize: number,
   ) {
-    const c = model.weights.config;
+    const a = model.weights.arch;
     this.id = variantId({ ...key, B: batchSize });
     this.beams = beamsOf(key.strategy);
-    this.cache = new KvCache(c.n_layer, batchSize * this.beams, c.n_head, key.P + key.N, c.n_embd / c.n_head);
+    this.cache = new KvCache(a.layers, batchSize * this.beams, a.kvHeads, key.P + key.N, a.headDim);
     this.causal = tf.tidy(() => tf.linalg.bandPart(tf.ones([key.P, key.P]), -1, 0)) as tf.Tensor2D;
   }
 
@@ -81,7 +81,15 @@ export class CompiledVariant {
       throw new BatchgenError('invalid_request', `variant P=${key.P} N=${key.N} B=${batchSize}: sizes must be positive integers`);
     }
     // Warm-up runs a full P-token prompt and decode steps after it: positions up to P + N - 1.
-    assertServable(key, model.weights.config.n_positions);
+    const window = model.weights.arch.slidingWindow;
+    if (window !== null && key.P + key.N > window) {
+      throw new BatchgenError(
+        'context_length_exceeded',
+        `compile key ${keyId(key)}: P + N = ${key.P + key.N} is over the model's sliding_window ${window}; ` +
+          'attention within a window is not implemented, so no variant may span more than the window',
+      );
+    }
+    assertServable(key, model.weights.arch.contextLength);
     const t0 = performance.now();
     const v = new CompiledVariant(model, key, batchSize);
     try {
@@ -98,9 +106,9 @@ export class CompiledVariant {
 
   /** Bytes this variant holds on the device beyond the weights: the KV cache and per-step workspace. */
   get bytes(): number {
-    const c = this.model.weights.config;
+    const a = this.model.weights.arch;
     const R = this.batchSize * this.beams;
-    const workspace = 4 * R * (8 * c.vocab_size + 8 * 4 * c.n_embd + 2 * c.n_head * (this.key.P + this.key.N));
+    const workspace = 4 * R * (8 * a.vocabSize + 8 * Math.max(a.intermediate, 4 * a.hidden) + 2 * a.heads * (this.key.P + this.key.N));
     return this.cache.bytes + workspace + 4 * this.key.P * this.key.P;
   }
 
@@ -112,7 +120,7 @@ export class CompiledVariant {
 
   private guard(rows: RowRequest[]): void {
     const { P, N, strategy } = this.key;
-    const V = this.model.weights.config.vocab_size;
+    const V = this.model.weights.arch.vocabSize;
     if (this.disposed) throw new BatchgenError('generation_failed', `variant ${this.id} was disposed (evicted)`);
     if (rows.length < 1 || rows.length > this.batchSize) {
       throw new ShapeMismatchError(`variant ${this.id} takes 1 to ${this.batchSize} rows, got ${rows.length}`);
@@ -198,7 +206,7 @@ export class CompiledVariant {
     const R = packed.R;
 
     // 2. Per-row parameters on the device, and the processor plan they imply.
-    const rowParams = new RowParams(params, k, w.config.vocab_size);
+    const rowParams = new RowParams(params, k, w.arch.vocabSize);
     const chooser = this.strategyFor(params, live, rowParams);
     this.lastRun = { prefillMs: 0, steps: 0, decodeMs: 0 };
     const tPrefill = performance.now();
@@ -210,7 +218,7 @@ export class CompiledVariant {
       logits = this.onDevice(() => {
         const mask = tf.tensor2d(packed.keyMask, [R, P]);
         const bias = tf.mul(tf.sub(1, tf.mul(this.causal, tf.reshape(mask, [R, 1, 1, P]))), NEG) as tf.Tensor4D;
-        return prefill(w, this.cache, tf.tensor2d(packed.ids, [R, P], 'int32'), tf.tensor2d(packed.pos, [R, P], 'int32'), bias);
+        return w.prefill(this.cache, tf.tensor2d(packed.ids, [R, P], 'int32'), tf.tensor2d(packed.pos, [R, P], 'int32'), bias);
       });
       for (let t = 0; t < maxSteps; t++) {
         // 4. This step's processors: penalty and bans need each row's tokens so far.
@@ -237,8 +245,7 @@ export class CompiledVariant {
         // 9. Decode step: feed the chosen tokens at slot P + t, get the next logits.
         const next = choice.next;
         logits = this.onDevice(() =>
-          decodeStep(
-            w,
+          w.decodeStep(
             this.cache,
             tf.tensor1d(next, 'int32'),
             tf.tensor1d(positions, 'int32'),
@@ -261,7 +268,7 @@ export class CompiledVariant {
     const { onDevice } = this;
     const pad = this.model.defaults.pad_token_id;
     if (this.beams > 1) {
-      const V = this.model.weights.config.vocab_size;
+      const V = this.model.weights.arch.vocabSize;
       return new BeamStrategy(params, live, { k: this.beams, V, eosIds: this.model.defaults.eos_token_id.length, onDevice, pad });
     }
     const decode = this.model.decode?.bind(this.model);

@@ -5,7 +5,9 @@
  * writing one cache position). Every function here is synchronous and meant to run inside tf.tidy.
  */
 import { tf } from './backend.js';
+import { gpt2Arch, type ModelArch } from '../model/arch.js';
 import type { Gpt2Config } from '../model/config.js';
+import type { DeviceModel } from './family.js';
 import type { Gpt2Weights } from './types.js';
 import type { KvCache } from './kv-cache.js';
 
@@ -37,7 +39,8 @@ function columns(m: Float32Array, rows: number, cols: number, from: number, to: 
 }
 
 /** The model's weights on the device; owned by this object, freed by dispose(). */
-export class DeviceWeights {
+export class DeviceWeights implements DeviceModel {
+  readonly arch: ModelArch;
   readonly wte: tf.Tensor2D;
   readonly wpe: tf.Tensor2D;
   readonly lnFg: tf.Tensor1D;
@@ -54,6 +57,7 @@ export class DeviceWeights {
     w: Gpt2Weights,
   ) {
     const { n_embd: E, vocab_size: V, n_positions: T } = config;
+    this.arch = gpt2Arch(config);
     this.wte = tf.tensor2d(w.wte, [V, E]);
     this.wpe = tf.tensor2d(w.wpe, [T, E]);
     this.lnFg = tf.tensor1d(w.lnFg);
@@ -83,6 +87,14 @@ export class DeviceWeights {
     let n = this.wte.size + this.wpe.size + this.lmHeadT.size + this.lnFg.size * 2;
     for (const b of this.blocks) for (const t of Object.values(b)) n += (t as tf.Tensor).size;
     return n * 4;
+  }
+
+  prefill(cache: KvCache, ids: tf.Tensor2D, pos: tf.Tensor2D, keyBias: tf.Tensor4D): tf.Tensor2D {
+    return prefill(this, cache, ids, pos, keyBias);
+  }
+
+  decodeStep(cache: KvCache, ids: tf.Tensor1D, pos: tf.Tensor1D, slot: number, keyBias: tf.Tensor3D): tf.Tensor2D {
+    return decodeStep(this, cache, ids, pos, slot, keyBias);
   }
 
   dispose(): void {

@@ -5,8 +5,9 @@
 import { initBackend } from './backend.js';
 import { VariantCache } from './cache.js';
 import type { CompiledVariant } from './compile.js';
-import { DeviceWeights } from './gpt2.js';
+import { type DeviceModel, toDevice } from './family.js';
 import { readModelFolder } from './model-folder.js';
+import { checkFitsBackend } from './model-size.js';
 import type { ModelFolder, RowRequest, RowResult } from './types.js';
 import { DEFAULT_BATCH_SIZES, checkBatchSizes, paddedBatchSize } from '../shared/batch-sizes.js';
 import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
@@ -23,20 +24,27 @@ export { retraces, recentRetraces } from './shape-tracker.js';
 export { makeModel } from './make-model.js';
 export { readModelFolder } from './model-folder.js';
 export type * from './types.js';
+export type { DeviceModel } from './family.js';
 
-/** A model folder whose weights are on the device. */
-export class LoadedModel {
+/** A model folder whose weights are on the device (F narrows the folder's family where it is known). */
+export class LoadedModel<F extends ModelFolder = ModelFolder> {
   private constructor(
     readonly name: string,
-    readonly folder: ModelFolder,
-    readonly weights: DeviceWeights,
+    readonly folder: F,
+    readonly weights: DeviceModel,
   ) {}
 
   static async load(dir: string, name = modelNameForFolder(dir)): Promise<LoadedModel> {
     checkModelName(name);
-    await initBackend();
-    const folder = await readModelFolder(dir);
-    return new LoadedModel(name, folder, new DeviceWeights(folder.config, folder.weights));
+    const backend = await initBackend();
+    const folder = await readModelFolder(dir, (meta) => checkFitsBackend(meta.dir, meta.arch, backend));
+    return new LoadedModel(name, folder, toDevice(folder));
+  }
+
+  /** This model as one of the given family; throws when it is another. */
+  as<K extends ModelFolder['family']>(family: K): LoadedModel<Extract<ModelFolder, { family: K }>> {
+    if (this.folder.family !== family) throw new Error(`model ${this.name} is ${this.folder.family}, not ${family}`);
+    return this as unknown as LoadedModel<Extract<ModelFolder, { family: K }>>;
   }
 
   get defaults(): GenerationDefaults {
@@ -44,7 +52,7 @@ export class LoadedModel {
   }
 
   get contextLength(): number {
-    return this.folder.config.n_positions;
+    return this.folder.arch.contextLength;
   }
 
   /** Token ids to text with the folder's tokenizer (stop strings are checked on this text). */

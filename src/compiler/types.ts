@@ -27,10 +27,40 @@ export interface Gpt2Weights {
   blocks: Gpt2BlockWeights[];
 }
 
-/** A model folder read and checked: its metadata and float32 weights. */
-export interface ModelFolder extends ModelMeta {
-  weights: Gpt2Weights;
+/** One Llama-family decoder layer, in nn.Linear layout ([out, in]); a bias is null where the config has none. */
+export interface LlamaBlockWeights {
+  inputNorm: Float32Array; // [E]
+  qW: Float32Array; // [H*D, E]
+  qB: Float32Array | null;
+  kW: Float32Array; // [KV*D, E]
+  kB: Float32Array | null;
+  vW: Float32Array; // [KV*D, E]
+  vB: Float32Array | null;
+  oW: Float32Array; // [E, H*D]
+  oB: Float32Array | null;
+  postNorm: Float32Array; // [E]
+  gateW: Float32Array; // [I, E]
+  gateB: Float32Array | null;
+  upW: Float32Array; // [I, E]
+  upB: Float32Array | null;
+  downW: Float32Array; // [E, I]
+  downB: Float32Array | null;
 }
+
+export interface LlamaWeights {
+  embed: Float32Array; // [V, E]
+  norm: Float32Array; // [E]
+  /** [V, E]; null when tied to the embedding. */
+  lmHead: Float32Array | null;
+  blocks: LlamaBlockWeights[];
+}
+
+/** A GPT-2 folder read and checked: its metadata and float32 weights. */
+export type Gpt2Folder = ModelMeta & { family: 'gpt2'; weights: Gpt2Weights };
+/** A Llama-family folder read and checked. */
+export type LlamaFolder = ModelMeta & { family: 'llama'; weights: LlamaWeights };
+/** A model folder read and checked: its metadata and float32 weights, by family. */
+export type ModelFolder = Gpt2Folder | LlamaFolder;
 
 /** One row of a batch: a prompt's token ids (unpadded) and its resolved parameters. */
 export interface RowRequest {

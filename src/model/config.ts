@@ -1,5 +1,33 @@
-/** config.json of a GPT-2 folder: checked, with errors that name the file and the field. */
+/**
+ * config.json, checked, with errors that name the file and the field: `parseModelConfig` picks the
+ * family from `model_type` (GPT-2 when absent, as the oldest GPT-2 folders have none), then the
+ * family's own parser reads its fields.
+ */
 import { ModelFormatError } from '../shared/errors.js';
+import { type FamilyName, type ModelArch, gpt2Arch, llamaArch } from './arch.js';
+import { LLAMA_MODEL_TYPES, type LlamaConfig, parseLlamaConfig } from './llama-config.js';
+
+/** A parsed config.json: its family, the family's own fields, and the family-independent sizes. */
+export type ModelConfig =
+  | { family: 'gpt2'; config: Gpt2Config; arch: ModelArch }
+  | { family: 'llama'; config: LlamaConfig; arch: ModelArch };
+
+const SUPPORTED_TYPES = ['gpt2', ...LLAMA_MODEL_TYPES];
+
+export function parseModelConfig(raw: Record<string, unknown>, file = 'config.json'): ModelConfig {
+  const type = raw.model_type ?? 'gpt2';
+  if (type === 'gpt2') {
+    const config = parseConfig(raw, file);
+    return { family: 'gpt2', config, arch: gpt2Arch(config) };
+  }
+  if ((LLAMA_MODEL_TYPES as readonly unknown[]).includes(type)) {
+    const config = parseLlamaConfig(raw, file);
+    return { family: 'llama', config, arch: llamaArch(config) };
+  }
+  throw new ModelFormatError(file, `"model_type" ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_TYPES.join(', ')})`);
+}
+
+export type { FamilyName, ModelArch };
 
 /** The fields of a Hugging Face GPT-2 config.json that the model needs. */
 export interface Gpt2Config {

@@ -8,19 +8,20 @@ import * as path from 'node:path';
 import { ModelFormatError } from '../shared/errors.js';
 import type { ModelSpec } from '../shared/models.js';
 import type { GenerationDefaults } from '../shared/params.js';
-import { parseConfig, type Gpt2Config } from './config.js';
+import { type ModelArch, type ModelConfig, parseModelConfig } from './config.js';
 import { parseGenerationDefaults } from './generation-config.js';
 import { readJsonObject } from './json-file.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.js';
 
-/** A model folder's metadata: everything but the weights. */
-export interface ModelMeta {
+interface MetaFiles {
   dir: string;
-  config: Gpt2Config;
   /** From generation_config.json when present (eos and pad ids always filled). */
   defaults: GenerationDefaults;
   tokenizer: TextTokenizer;
 }
+
+/** A model folder's metadata: everything but the weights (`family`, `config`, `arch` from config.json). */
+export type ModelMeta = MetaFiles & ModelConfig;
 
 /** Checks that `dir` is a folder, then reads config.json, generation_config.json and tokenizer.json. */
 export async function readModelMeta(dir: string): Promise<ModelMeta> {
@@ -34,11 +35,11 @@ export async function readModelMeta(dir: string): Promise<ModelMeta> {
     throw new ModelFormatError(dir, 'not a folder (a model is a folder with config.json, model.safetensors and tokenizer.json)');
   const configFile = path.join(dir, 'config.json');
   const raw = readJsonObject(configFile, true)!;
-  const config = parseConfig(raw, configFile);
+  const parsed = parseModelConfig(raw, configFile);
   const genFile = path.join(dir, 'generation_config.json');
-  const defaults = parseGenerationDefaults(readJsonObject(genFile, false) ?? {}, raw, config.vocab_size, genFile);
+  const defaults = parseGenerationDefaults(readJsonObject(genFile, false) ?? {}, raw, parsed.arch.vocabSize, genFile);
   const tokenizer = await loadTokenizer(path.join(dir, 'tokenizer.json'));
-  return { dir, config, defaults, tokenizer };
+  return { dir, ...parsed, defaults, tokenizer };
 }
 
 /** What a producer needs of a model: no weights. */
@@ -47,6 +48,7 @@ export interface ModelInfo {
   dir: string;
   contextLength: number;
   vocabSize: number;
+  arch: ModelArch;
   defaults: GenerationDefaults;
   tokenizer: TextTokenizer;
 }
@@ -56,8 +58,9 @@ export async function loadModelInfo(spec: ModelSpec): Promise<ModelInfo> {
   return {
     name: spec.name,
     dir: spec.dir,
-    contextLength: m.config.n_positions,
-    vocabSize: m.config.vocab_size,
+    contextLength: m.arch.contextLength,
+    vocabSize: m.arch.vocabSize,
+    arch: m.arch,
     defaults: m.defaults,
     tokenizer: m.tokenizer,
   };

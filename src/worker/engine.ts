@@ -74,8 +74,8 @@ export async function createCompilerEngine(opts: EngineOptions = {}): Promise<En
       return {
         name: spec.name,
         dir: spec.dir,
-        contextLength: m.folder.config.n_positions,
-        vocabSize: m.folder.config.vocab_size,
+        contextLength: m.folder.arch.contextLength,
+        vocabSize: m.folder.arch.vocabSize,
         decode: (ids) => m.folder.tokenizer.decode(ids),
       };
     },

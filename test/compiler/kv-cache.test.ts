@@ -6,12 +6,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateRows, tf, VariantCache, type LoadedModel } from '../../src/compiler/index.js';
-import { forwardSteps, params, policy, randomIds, refOf, smallModel, untiedModel } from '../helpers/compiler-fixtures.js';
+import { forwardSteps, type Gpt2Model, params, policy, randomIds, refOf, smallModel, untiedModel } from '../helpers/compiler-fixtures.js';
 import { argmax, referenceGreedy, referenceLogits, relativeError } from '../helpers/reference-gpt2.js';
 
 const TOL = 1e-4;
 
-let tied: LoadedModel;
+let tied: Gpt2Model;
 let untied: LoadedModel;
 let cache: VariantCache;
 

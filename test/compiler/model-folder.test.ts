@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readSafetensors, writeSafetensors, type FloatTensor } from '../../src/compiler/safetensors.js';
 import { readModelFolder } from '../../src/compiler/model-folder.js';
+import { readGpt2Folder } from '../helpers/compiler-fixtures.js';
 import { makeModel } from '../../src/compiler/make-model.js';
 import { makeModelCommand } from '../../src/cli/make-model.js';
 import { ModelFormatError } from '../../src/shared/errors.js';
@@ -161,7 +162,7 @@ test('safetensors: bad headers and offsets are refused', () => {
 // ---- model folder ----
 
 test('reads a model folder written by makeModel', async () => {
-  const m = await readModelFolder(base);
+  const m = await readGpt2Folder(base);
   assert.deepEqual(m.config, { vocab_size: 50257, n_positions: 32, n_embd: E, n_layer: 2, n_head: 2, layer_norm_epsilon: 1e-5 });
   assert.equal(m.weights.blocks.length, 2);
   assert.equal(m.weights.wte.length, 50257 * E);
@@ -191,12 +192,12 @@ test('makeModel is deterministic in its seed, and F16 / BF16 folders load', asyn
   const bytes = (d: string) => fs.readFileSync(path.join(d, 'model.safetensors'));
   assert.ok(bytes(a).equals(bytes(b)));
   assert.ok(!bytes(a).equals(bytes(c)));
-  const small = await readModelFolder(a);
+  const small = await readGpt2Folder(a);
   assert.deepEqual(small.defaults, { eos_token_id: [99], pad_token_id: 99 }); // vocab below GPT-2's: the last id
   for (const dtype of ['F16', 'BF16'] as const) {
     const d = tmp();
     await makeModel({ out: d, embd: 8, heads: 2, layers: 1, positions: 8, vocab: 100, seed: 5, dtype });
-    const m = await readModelFolder(d);
+    const m = await readGpt2Folder(d);
     const t = readSafetensors(path.join(d, 'model.safetensors'));
     assert.equal(t.get('wte.weight')!.dtype, dtype);
     // Same values as the F32 model, to the precision of the dtype.
@@ -218,8 +219,8 @@ test('Hugging Face layouts: transformer. prefix, attn.bias / masked_bias buffers
     }
     t['lm_head.weight'] = { dtype: 'F32', shape: [50257, E], data: new Float32Array(50257 * E).fill(0.5) };
   });
-  const m = await readModelFolder(dir);
-  const ref = await readModelFolder(base);
+  const m = await readGpt2Folder(dir);
+  const ref = await readGpt2Folder(base);
   assert.deepEqual(m.weights.blocks[1].attnW, ref.weights.blocks[1].attnW);
   assert.ok(m.weights.lmHead);
   assert.equal(m.weights.lmHead!.length, 50257 * E);
@@ -260,7 +261,7 @@ test('the layout of the real openai-community/gpt2 folder (no prefix, attn.bias 
     path.join(dir, 'generation_config.json'),
     JSON.stringify({ _from_model_config: true, bos_token_id: 50256, eos_token_id: 50256, transformers_version: '4.26.0.dev0' }),
   );
-  const m = await readModelFolder(dir);
+  const m = await readGpt2Folder(dir);
   assert.deepEqual(m.defaults, { eos_token_id: [50256], pad_token_id: 50256 });
   assert.equal(m.config.n_positions, 32);
 });
@@ -313,7 +314,7 @@ test('config.json: missing fields, n_ctx fallback, bad values', async () => {
     delete j.n_positions;
     delete j.layer_norm_epsilon;
   });
-  const m = await readModelFolder(dir);
+  const m = await readGpt2Folder(dir);
   assert.equal(m.config.n_positions, 32);
   assert.equal(m.config.layer_norm_epsilon, 1e-5);
 
@@ -361,7 +362,7 @@ test('generation_config.json: eos list, pad, parameters, unknown keys; absent fi
       transformers_version: 'x',
     }),
   );
-  let m = await readModelFolder(dir);
+  let m = await readGpt2Folder(dir);
   assert.deepEqual(m.defaults, {
     eos_token_id: [50256, 198],
     pad_token_id: 50256,
@@ -375,7 +376,7 @@ test('generation_config.json: eos list, pad, parameters, unknown keys; absent fi
   });
 
   fs.writeFileSync(gen, JSON.stringify({ eos_token_id: 198, pad_token_id: 0 }));
-  m = await readModelFolder(dir);
+  m = await readGpt2Folder(dir);
   assert.deepEqual(m.defaults, { eos_token_id: [198], pad_token_id: 0 });
 
   fs.writeFileSync(gen, JSON.stringify({ temperature: -1 }));
@@ -386,11 +387,11 @@ test('generation_config.json: eos list, pad, parameters, unknown keys; absent fi
   // No generation_config.json: EOS from config.json.
   fs.rmSync(gen);
   editJson(path.join(dir, 'config.json'), (j) => (j.eos_token_id = 13));
-  m = await readModelFolder(dir);
+  m = await readGpt2Folder(dir);
   assert.deepEqual(m.defaults, { eos_token_id: [13], pad_token_id: 13 });
   // Neither: GPT-2's <|endoftext|>.
   editJson(path.join(dir, 'config.json'), (j) => delete j.eos_token_id);
-  m = await readModelFolder(dir);
+  m = await readGpt2Folder(dir);
   assert.deepEqual(m.defaults, { eos_token_id: [50256], pad_token_id: 50256 });
 });
 
@@ -437,7 +438,7 @@ test('make-model command: writes a folder and prints it; bad flags are exit code
   ]);
   assert.equal(ok.code, 0, ok.err);
   assert.equal(ok.out.trim(), dir);
-  const m = await readModelFolder(dir);
+  const m = await readGpt2Folder(dir);
   assert.equal(m.config.n_layer, 1);
   assert.equal(readSafetensors(path.join(dir, 'model.safetensors')).get('wte.weight')!.dtype, 'BF16');
 

@@ -6,8 +6,18 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { generateRows, loadModel, makeModel, VariantCache, type LoadedModel } from '../../src/compiler/index.js';
-import { forwardSteps, params, policy, refOf, SMALL, tempDir, untiedModel } from '../helpers/compiler-fixtures.js';
+import { generateRows, makeModel, VariantCache, type LoadedModel } from '../../src/compiler/index.js';
+import {
+  forwardSteps,
+  type Gpt2Model,
+  loadGpt2,
+  params,
+  policy,
+  refOf,
+  SMALL,
+  tempDir,
+  untiedModel,
+} from '../helpers/compiler-fixtures.js';
 import { argmax, referenceGreedy, referenceLogits, relativeError, type RefModel } from '../helpers/reference-gpt2.js';
 
 const TOL = 1e-4;
@@ -18,10 +28,10 @@ const TEXTS = [
   'In a shocking finding, scientists discovered a herd of unicorns',
 ];
 
-let tied: LoadedModel;
-let untied: LoadedModel;
-let f16: LoadedModel;
-let bf16: LoadedModel;
+let tied: Gpt2Model;
+let untied: Gpt2Model;
+let f16: Gpt2Model;
+let bf16: Gpt2Model;
 let cache: VariantCache;
 const prompts = new Map<LoadedModel, number[][]>();
 
@@ -29,7 +39,7 @@ before(async () => {
   const root = tempDir();
   const make = async (name: string, dtype: 'F32' | 'F16' | 'BF16') => {
     await makeModel({ ...SMALL, seed: 11, dtype, out: path.join(root, name) });
-    return loadModel(path.join(root, name), name);
+    return loadGpt2(path.join(root, name), name);
   };
   tied = await make('tied', 'F32');
   f16 = await make('tied16', 'F16');

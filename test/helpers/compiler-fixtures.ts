@@ -8,10 +8,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadModel, makeModel, tf, type LoadedModel } from '../../src/compiler/index.js';
 import type { MakeModelOptions } from '../../src/compiler/make-model.js';
-import { prefill, decodeStep } from '../../src/compiler/gpt2.js';
 import { KvCache } from '../../src/compiler/kv-cache.js';
 import { NEG, openDecodeSlot, packBatch } from '../../src/compiler/packing.js';
 import { readSafetensors, writeSafetensors } from '../../src/compiler/safetensors.js';
+import { readModelFolder } from '../../src/compiler/model-folder.js';
+import type { Gpt2Folder } from '../../src/compiler/types.js';
 import { parseBucketPolicy, type BucketPolicy } from '../../src/shared/buckets.js';
 import { resolveParams, type GenerationParams, type ResolvedParams } from '../../src/shared/params.js';
 import type { RefModel } from './reference-gpt2.js';
@@ -30,11 +31,25 @@ export function tempDir(prefix = 'batchgen-compiler-'): string {
 
 export const SMALL: Omit<MakeModelOptions, 'out'> = { layers: 2, heads: 2, embd: 64, positions: 128 };
 
-/** Writes a small random model folder and loads it. */
-export async function smallModel(name: string, opts: Omit<MakeModelOptions, 'out'> = {}): Promise<LoadedModel> {
+export type Gpt2Model = LoadedModel<Gpt2Folder>;
+
+/** Writes a small random GPT-2 folder and loads it. */
+export async function smallModel(name: string, opts: Omit<MakeModelOptions, 'out'> = {}): Promise<Gpt2Model> {
   const dir = path.join(tempDir(), name);
   await makeModel({ ...SMALL, ...opts, out: dir });
-  return loadModel(dir, name);
+  return loadGpt2(dir, name);
+}
+
+/** loadModel for a folder known to be GPT-2 (its family checked). */
+export async function loadGpt2(dir: string, name?: string): Promise<Gpt2Model> {
+  return (await loadModel(dir, name)).as('gpt2');
+}
+
+/** readModelFolder for a folder known to be GPT-2 (its family checked). */
+export async function readGpt2Folder(dir: string): Promise<Gpt2Folder> {
+  const f = await readModelFolder(dir);
+  if (f.family !== 'gpt2') throw new Error(`${dir} is ${f.family}, not gpt2`);
+  return f;
 }
 
 /** Seeded normal samples (mulberry32 + Box-Muller), independent of the model maker's generator. */
@@ -61,7 +76,7 @@ export async function untiedModel(
   lmHeadStd: number,
   opts: Omit<MakeModelOptions, 'out'> = {},
   headSeed = 77,
-): Promise<LoadedModel> {
+): Promise<Gpt2Model> {
   const dir = path.join(tempDir(), name);
   await makeModel({ ...SMALL, ...opts, out: dir });
   const file = path.join(dir, 'model.safetensors');
@@ -69,11 +84,12 @@ export async function untiedModel(
   const wte = tensors['wte.weight'];
   tensors['lm_head.weight'] = { dtype: wte.dtype, shape: [...wte.shape], data: normals(wte.data.length, headSeed, lmHeadStd) };
   writeSafetensors(file, tensors);
-  return loadModel(dir, name);
+  return loadGpt2(dir, name);
 }
 
 export function refOf(m: LoadedModel): RefModel {
-  return { config: m.folder.config, weights: m.folder.weights };
+  const g = m.as('gpt2');
+  return { config: g.folder.config, weights: g.folder.weights };
 }
 
 /** Parameters as a request with these fields would get them. */
@@ -107,12 +123,12 @@ export function forwardSteps(
   feed: number[][],
   inspect?: (cache: KvCache, step: number) => void,
 ): Float32Array[][] {
-  const c = m.folder.config;
+  const a = m.folder.arch;
   const R = prompts.length;
   const steps = feed[0]?.length ?? 0;
   const T = P + Math.max(1, steps);
-  const V = c.vocab_size;
-  const cache = new KvCache(c.n_layer, R, c.n_head, T, c.n_embd / c.n_head);
+  const V = a.vocabSize;
+  const cache = new KvCache(a.layers, R, a.kvHeads, T, a.headDim);
   const out: Float32Array[][] = [];
   const split = (flat: Float32Array) => Array.from({ length: R }, (_, r) => flat.slice(r * V, (r + 1) * V));
   try {
@@ -124,7 +140,7 @@ export function forwardSteps(
     for (let r = 0; r < R; r++)
       for (let q = 0; q < P; q++) for (let k = 0; k <= q; k++) if (mask[r * P + k] === 1) bias[(r * P + q) * P + k] = 0;
     const first = tf.tidy(() =>
-      prefill(m.weights, cache, tf.tensor2d(ids, [R, P], 'int32'), tf.tensor2d(pos, [R, P], 'int32'), tf.tensor4d(bias, [R, 1, P, P])),
+      m.weights.prefill(cache, tf.tensor2d(ids, [R, P], 'int32'), tf.tensor2d(pos, [R, P], 'int32'), tf.tensor4d(bias, [R, 1, P, P])),
     );
     out.push(split(first.dataSync() as Float32Array));
     first.dispose();
@@ -132,8 +148,7 @@ export function forwardSteps(
     for (let t = 0; t < steps; t++) {
       const positions = openDecodeSlot(packed, P, t);
       const logits = tf.tidy(() =>
-        decodeStep(
-          m.weights,
+        m.weights.decodeStep(
           cache,
           tf.tensor1d(
             feed.map((f) => f[t]),

@@ -1,0 +1,33 @@
+/**
+ * Whether a model's weights fit the backend, checked from config.json alone, before any weight is
+ * read: the wasm backend's heap is one 32-bit WebAssembly memory, 4 GiB at most, for the weights
+ * (float32), every variant's KV cache and the step's workspace together.
+ */
+import { type ModelArch, deviceWeightBytes } from '../model/arch.js';
+import { ModelFormatError } from '../shared/errors.js';
+import type { BackendName } from './backend.js';
+
+const GIB = 1024 ** 3;
+/** The wasm heap's maximum, and what is left of it for caches and workspace beyond the weights. */
+export const WASM_HEAP_BYTES = 4 * GIB;
+export const WASM_HEADROOM_BYTES = 0.25 * GIB;
+
+/** The problem with loading these weights on this backend, or null when they fit. */
+export function backendSizeProblem(arch: ModelArch, backend: BackendName): string | null {
+  if (backend !== 'wasm') return null;
+  const bytes = deviceWeightBytes(arch);
+  if (bytes <= WASM_HEAP_BYTES - WASM_HEADROOM_BYTES) return null;
+  const gib = (n: number) => `${(n / GIB).toFixed(2)} GiB`;
+  return (
+    `${(arch.params / 1e9).toFixed(2)}B parameters need ${gib(bytes)} of float32 weights on the device, ` +
+    `more than the wasm backend can hold (its heap is ${gib(WASM_HEAP_BYTES)} for weights, KV caches and workspace together, ` +
+    `${gib(WASM_HEAP_BYTES - WASM_HEADROOM_BYTES)} at most for weights). ` +
+    'Run it on a backend without that limit: tensorflow (@tensorflow/tfjs-node-gpu or tfjs-node installed) or webgpu on a GPU with the memory, ' +
+    'with BATCHGEN_BACKEND; or pick a smaller model'
+  );
+}
+
+export function checkFitsBackend(dir: string, arch: ModelArch, backend: BackendName): void {
+  const problem = backendSizeProblem(arch, backend);
+  if (problem) throw new ModelFormatError(`${dir}/config.json`, problem);
+}
