@@ -3,12 +3,16 @@
  * made on the fly), against the backend's own matmul throughput and against the obvious
  * one-request-at-a-time implementation, all in one run. Prints a table, writes bench/results/compiler.json.
  *
- * Env: BENCH_BATCHES (default 1,8,16), BENCH_REQUESTS (default 16), BENCH_LAYERS/EMBD/HEADS to shrink.
+ * Then the Llama-family rows (bench/families.ts): SmolLM2-135M and Qwen2.5-0.5B shapes.
+ *
+ * Env: BENCH_BATCHES (default 1,8,16), BENCH_REQUESTS (default 16), BENCH_LAYERS/EMBD/HEADS to shrink,
+ * BENCH_FAMILIES=0 to skip the Llama-family rows.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { baselineGreedy } from './baseline.js';
+import { familyRows } from './families.js';
 import type { DeviceWeights } from '../src/compiler/gpt2.js';
 import { CompiledVariant, initBackend, loadModel, makeModel, retraces, tf } from '../src/compiler/index.js';
 import { topKTopP, topKTopPCandidates } from '../src/compiler/logits.js';
@@ -152,6 +156,8 @@ async function main(): Promise<void> {
   for (const r of rows) if (r.what !== rows[rows.length - 1].what) r.vs_one_at_a_time = +((r.tokens_per_s as number) / baseTps).toFixed(2);
 
   const topP = topPFilterMs(c.vocab_size);
+  // The Llama family in the same run and table (their own models, loaded after GPT-2's is measured).
+  rows.push(...(await familyRows()));
 
   const report = {
     backend,

@@ -153,10 +153,6 @@ export function resolveOptions(opts: MakeModelOptions): Resolved {
   } else {
     if (o.heads % o.kvHeads !== 0) throw new RangeError(`heads ${o.heads} must be a multiple of kvHeads ${o.kvHeads}`);
     if ((o.embd / o.heads) % 2 !== 0) throw new RangeError(`embd / heads (${o.embd / o.heads}) must be even for rotary embeddings`);
-    if (o.vocab < FIRST_SPECIAL_ID + SPECIAL_TOKENS.length)
-      throw new RangeError(
-        `vocab must be at least ${FIRST_SPECIAL_ID + SPECIAL_TOKENS.length} to hold the tokenizer's tokens, got ${o.vocab}`,
-      );
   }
   if (o.ropeScaling && arch !== 'llama') throw new RangeError('ropeScaling is for arch llama');
   if (o.slidingWindow !== null && arch !== 'mistral') throw new RangeError('slidingWindow is for arch mistral');
