@@ -455,3 +455,35 @@ test('make-model command: writes a folder and prints it; bad flags are exit code
     assert.match(r.err, re);
   }
 });
+
+test('make-model --arch: each family writes a folder that loads as that model_type, with its flags', async () => {
+  const dir = path.join(tmp(), 'q');
+  const ok = await runCli(['--out', dir, '--arch', 'qwen2', '--heads', '4', '--kv-heads', '1', '--shards', '2', '--dtype', 'BF16']);
+  assert.equal(ok.code, 0, ok.err);
+  const m = await readModelFolder(dir);
+  assert.equal(m.family, 'llama');
+  assert.equal(m.arch.modelType, 'qwen2');
+  assert.equal(m.arch.kvHeads, 1);
+  assert.equal(m.arch.tied, true);
+  assert.ok(fs.existsSync(path.join(dir, 'model.safetensors.index.json')));
+  const l = path.join(tmp(), 'l');
+  assert.equal((await runCli(['--out', l, '--arch', 'llama', '--untied', '--rope-scaling', 'llama3', '--intermediate', '96'])).code, 0);
+  const ml = await readModelFolder(l);
+  assert.ok(ml.family === 'llama' && ml.config.rope_scaling?.rope_type === 'llama3' && !ml.config.tie_word_embeddings);
+  assert.equal(ml.arch.intermediate, 96);
+  const w = path.join(tmp(), 'w');
+  assert.equal((await runCli(['--out', w, '--arch', 'mistral', '--sliding-window', '64'])).code, 0);
+  assert.equal((await readModelFolder(w)).arch.contextLength, 64);
+  for (const [argv, re] of [
+    [['--out', dir, '--arch', 'gemma'], /--arch must be one of gpt2, llama, qwen2, mistral, got "gemma"/],
+    [['--out', dir, '--arch', 'llama', '--heads', '4', '--kv-heads', '3'], /heads 4 must be a multiple of kvHeads 3/],
+    [['--out', dir, '--tied', '--untied'], /--tied and --untied are exclusive/],
+    [['--out', dir, '--rope-scaling', 'yarn'], /--rope-scaling must be llama3/],
+    [['--out', dir, '--arch', 'qwen2', '--rope-scaling', 'llama3'], /ropeScaling is for arch llama/],
+    [['--out', dir, '--kv-heads', '1'], /kvHeads is for the Llama family/],
+  ] as const) {
+    const r = await runCli([...argv]);
+    assert.equal(r.code, 2, `${argv.join(' ')}: ${r.err}`);
+    assert.match(r.err, re);
+  }
+});
