@@ -1,7 +1,10 @@
 /**
  * Whether a model's weights fit the backend, checked from config.json alone, before any weight is
  * read: the wasm backend's heap is one 32-bit WebAssembly memory, 4 GiB at most, for the weights
- * (float32), every variant's KV cache and the step's workspace together.
+ * (float32), every variant's KV cache and the step's workspace together. XNNPACK, which runs the
+ * wasm matmuls, packs each weight matrix into a copy of its own on first use, inside the same heap:
+ * a matmul weight costs twice its size there. (Measured: a Qwen2.5-0.5B shape, 2.35 GiB of weights,
+ * failed in xnn_create_fully_connected with out-of-memory, then crashed the process.)
  */
 import { type ModelArch, deviceWeightBytes } from '../model/arch.js';
 import { ModelFormatError } from '../shared/errors.js';
@@ -13,13 +16,19 @@ export const WASM_HEAP_BYTES = 4 * GIB;
 export const WASM_HEADROOM_BYTES = 0.25 * GIB;
 
 /** The problem with loading these weights on this backend, or null when they fit. */
+/** Bytes the weights take in the wasm heap: float32 weights, and XNNPACK's packed copy of each matmul weight. */
+export function wasmWeightBytes(arch: ModelArch): number {
+  return deviceWeightBytes(arch) + 4 * arch.matmulParams;
+}
+
 export function backendSizeProblem(arch: ModelArch, backend: BackendName): string | null {
   if (backend !== 'wasm') return null;
-  const bytes = deviceWeightBytes(arch);
+  const bytes = wasmWeightBytes(arch);
   if (bytes <= WASM_HEAP_BYTES - WASM_HEADROOM_BYTES) return null;
   const gib = (n: number) => `${(n / GIB).toFixed(2)} GiB`;
   return (
-    `${(arch.params / 1e9).toFixed(2)}B parameters need ${gib(bytes)} of float32 weights on the device, ` +
+    `${(arch.params / 1e9).toFixed(2)}B parameters need ${gib(bytes)} of the wasm heap ` +
+    `(${gib(deviceWeightBytes(arch))} of float32 weights, and XNNPACK's packed copy of the matmul weights), ` +
     `more than the wasm backend can hold (its heap is ${gib(WASM_HEAP_BYTES)} for weights, KV caches and workspace together, ` +
     `${gib(WASM_HEAP_BYTES - WASM_HEADROOM_BYTES)} at most for weights). ` +
     'Run it on a backend without that limit: tensorflow (@tensorflow/tfjs-node-gpu or tfjs-node installed) or webgpu on a GPU with the memory, ' +

@@ -25,6 +25,8 @@ export interface ModelArch {
   intermediate: number;
   /** Parameters, counted from the shapes (a tied lm_head counted once). */
   params: number;
+  /** Parameters in the weight matrices of matmuls (every projection and the output head; not the embedding tables). */
+  matmulParams: number;
   /** The attention window (Mistral), which bounds contextLength; null when attention sees everything. */
   slidingWindow: number | null;
   /** The output projection is the token embedding (stored a second time, transposed, on the device). */
@@ -51,6 +53,7 @@ export function gpt2Arch(c: Gpt2Config): ModelArch {
     headDim: E / c.n_head,
     intermediate: 4 * E,
     params: c.vocab_size * E + c.n_positions * E + c.n_layer * perLayer + 2 * E,
+    matmulParams: c.n_layer * 12 * E * E + c.vocab_size * E,
     slidingWindow: null,
     // GPT-2's device weights always hold the output projection transposed, tied or not.
     tied: true,
@@ -77,6 +80,7 @@ export function llamaArch(c: LlamaConfig): ModelArch {
     headDim: c.head_dim,
     intermediate: I,
     params: embeddings + c.num_hidden_layers * (attention + mlp + 2 * E) + E,
+    matmulParams: c.num_hidden_layers * (E * q + 2 * E * kv + q * E + 3 * E * I) + c.vocab_size * E,
     slidingWindow: c.sliding_window,
     tied: c.tie_word_embeddings,
   };
