@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { ModelFormatError } from '../shared/errors.js';
 import type { ModelSpec } from '../shared/models.js';
 import type { GenerationDefaults } from '../shared/params.js';
+import { type ChatTemplate, loadChatTemplate } from './chat-template.js';
 import { parseConfig, type Gpt2Config } from './config.js';
 import { parseGenerationDefaults } from './generation-config.js';
 import { readJsonObject } from './json-file.js';
@@ -20,6 +21,8 @@ export interface ModelMeta {
   /** From generation_config.json when present (eos and pad ids always filled). */
   defaults: GenerationDefaults;
   tokenizer: TextTokenizer;
+  /** chat_template.jinja, else tokenizer_config.json's chat_template; null: chat lines are refused */
+  chat: ChatTemplate | null;
 }
 
 /** Checks that `dir` is a folder, then reads config.json, generation_config.json and tokenizer.json. */
@@ -38,7 +41,7 @@ export async function readModelMeta(dir: string): Promise<ModelMeta> {
   const genFile = path.join(dir, 'generation_config.json');
   const defaults = parseGenerationDefaults(readJsonObject(genFile, false) ?? {}, raw, config.vocab_size, genFile);
   const tokenizer = await loadTokenizer(path.join(dir, 'tokenizer.json'));
-  return { dir, config, defaults, tokenizer };
+  return { dir, config, defaults, tokenizer, chat: loadChatTemplate(dir) };
 }
 
 /** What a producer needs of a model: no weights. */
@@ -49,6 +52,7 @@ export interface ModelInfo {
   vocabSize: number;
   defaults: GenerationDefaults;
   tokenizer: TextTokenizer;
+  chat: ChatTemplate | null;
 }
 
 export async function loadModelInfo(spec: ModelSpec): Promise<ModelInfo> {
@@ -60,5 +64,6 @@ export async function loadModelInfo(spec: ModelSpec): Promise<ModelInfo> {
     vocabSize: m.config.vocab_size,
     defaults: m.defaults,
     tokenizer: m.tokenizer,
+    chat: m.chat,
   };
 }
