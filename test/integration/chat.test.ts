@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -191,4 +191,34 @@ test('a mixed batch of chat and completion lines of one key: one queue, one batc
   } finally {
     await client.close();
   }
+});
+
+test('plan-buckets counts a chat line by its rendered template', { skip, timeout: 120_000 }, async () => {
+  const info = await loadModelInfo({ name: 'chat', dir: chatDir });
+  const chat = {
+    custom_id: 'c',
+    model: 'chat',
+    messages: [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+    ],
+  };
+  const p = parseRequestValue(chat, 1);
+  assert.ok(p.ok);
+  const rendered = (await prepareRequest(p.request, info)).promptIds.length;
+  assert.ok(rendered > 10, `${rendered} tokens: the template adds its markers to the 4 tokens of content`);
+  const file = join(tmp, 'plan.jsonl');
+  const lines = [chat, chatLine('o', 'chat', 'Hi'), { custom_id: 'p', model: 'chat', prompt: 'TensorFlow is' }];
+  writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n'));
+  const r = runCli(['plan-buckets', file, '--model', chatDir, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const plan = JSON.parse(r.stdout);
+  assert.equal(plan.prompts, 3);
+  assert.equal(plan.skipped_lines, 0);
+  assert.equal(plan.max, rendered);
+  assert.equal(plan.min, 4);
+  // a chat line for a folder without a template is skipped, as submit would fail it
+  const r2 = runCli(['plan-buckets', file, '--model', plainDir, '--json']);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.deepEqual([JSON.parse(r2.stdout).prompts, JSON.parse(r2.stdout).skipped_lines], [1, 2]);
 });
