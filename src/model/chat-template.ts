@@ -33,7 +33,7 @@ export interface ChatTemplate {
   source: string;
   /** the special-token variables the template sees (strings; `additional_special_tokens` a list) */
   tokens: Record<string, string | string[]>;
-  /** set when @huggingface/jinja cannot parse the template: chat lines are then refused with it */
+  /** set when the template cannot be used (@huggingface/jinja cannot parse it, a list without "default"): chat lines are then refused with it */
   parseError: string | null;
   template: Template | null;
 }
@@ -94,7 +94,13 @@ export function loadChatTemplate(dir: string): ChatTemplate | null {
   const config = readJsonObject(configFile, false) ?? {};
   const jinjaFile = path.join(dir, 'chat_template.jinja');
   if (fs.existsSync(jinjaFile)) return chatTemplateOf(fs.readFileSync(jinjaFile, 'utf-8'), jinjaFile, config);
-  const source = templateFromConfig(config.chat_template, configFile);
+  // a template that cannot be used fails chat lines only: the model still serves prompts
+  let source: string | null;
+  try {
+    source = templateFromConfig(config.chat_template, configFile);
+  } catch (e) {
+    return { file: configFile, source: '', tokens: specialTokenVariables(config), parseError: (e as Error).message, template: null };
+  }
   return source === null ? null : chatTemplateOf(source, configFile, config);
 }
 
@@ -168,8 +174,7 @@ function environment(vars: Record<string, unknown>): Environment {
  * alternate), or any other failure of the template on these messages.
  */
 export function renderChat(chat: ChatTemplate, messages: readonly ChatMessage[], model: string): string {
-  if (!chat.template)
-    throw new BatchgenError('invalid_request', `model ${model}: its chat template (${chat.file}) cannot be parsed: ${chat.parseError}`);
+  if (!chat.template) throw new BatchgenError('invalid_request', `model ${model}: its chat template cannot be used: ${chat.parseError}`);
   const env = environment({
     messages: messages.map((m) => ({ ...m })),
     add_generation_prompt: true,

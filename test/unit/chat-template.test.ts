@@ -98,7 +98,7 @@ test('a template that cannot be parsed refuses chat requests with the parser err
   assert.ok(t.parseError);
   assert.throws(
     () => renderChat(t, CONVERSATION, 'm'),
-    (e: unknown) => e instanceof BatchgenError && e.code === 'invalid_request' && e.message.includes('cannot be parsed'),
+    (e: unknown) => e instanceof BatchgenError && e.code === 'invalid_request' && e.message.includes('cannot be used: '),
   );
 });
 
@@ -119,7 +119,11 @@ test('where a folder template comes from: chat_template.jinja wins, a list gives
   );
   assert.equal(renderChat(loadChatTemplate(dir)!, CONVERSATION, 'm'), 'DEFAULT </s>');
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: [{ name: 'tool_use', template: 'T' }] }));
-  assert.throws(() => loadChatTemplate(dir), /none is "default"/);
+  // unusable: chat lines are refused with the reason, the folder still loads
+  assert.throws(
+    () => renderChat(loadChatTemplate(dir)!, CONVERSATION, 'm'),
+    (e: unknown) => e instanceof BatchgenError && e.code === 'invalid_request' && /cannot be used: .*none is "default"/.test(e.message),
+  );
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: 'CONFIG', eos_token: '</s>' }));
   assert.equal(renderChat(loadChatTemplate(dir)!, CONVERSATION, 'm'), 'CONFIG');
   fs.writeFileSync(path.join(dir, 'chat_template.jinja'), 'FILE {{ eos_token }}');
