@@ -93,12 +93,12 @@ export function formatResultLine(r: ResultRecord, batchId: string): NativeResult
     completion_tokens: r.completion_tokens,
     total_tokens: r.prompt_tokens + r.completion_tokens,
   };
-  const line = { id: `batch_req_${sid}`, custom_id: r.custom_id, error: null };
   const response = { status_code: 200, request_id: `req_${sid}` };
   if (r.form === 'openai_chat') {
     const message = { role: 'assistant' as const, content: r.text, refusal: null };
     return {
-      ...line,
+      id: `batch_req_${sid}`,
+      custom_id: r.custom_id,
       response: {
         ...response,
         body: {
@@ -110,10 +110,12 @@ export function formatResultLine(r: ResultRecord, batchId: string): NativeResult
           usage,
         },
       },
+      error: null,
     };
   }
   return {
-    ...line,
+    id: `batch_req_${sid}`,
+    custom_id: r.custom_id,
     response: {
       ...response,
       body: {
@@ -125,6 +127,7 @@ export function formatResultLine(r: ResultRecord, batchId: string): NativeResult
         usage,
       },
     },
+    error: null,
   };
 }
 
