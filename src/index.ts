@@ -14,6 +14,8 @@ export type { BatchRecord } from './shared/batch-store.js';
 export { Keyspace, jobIdOf, parseJobId } from './shared/keys.js';
 export { parseRequestLine, fromOpenAI } from './shared/requests.js';
 export { formatResultLine, toOpenAIBatch } from './shared/output.js';
+export type { OpenAIChatCompletion, OpenAIChatResultLine } from './shared/output.js';
+export { fromOpenAIChat, OpenAIChatBody, OPENAI_CHAT_COMPLETIONS_URL } from './shared/openai-chat.js';
 export * from './shared/schemas.js';
 export { BatchgenError } from './shared/errors.js';
 export type { ErrorCode } from './shared/errors.js';

@@ -2,7 +2,8 @@
  * `batchgen demo`: the whole system on one machine. Starts a private redis-server on a free port
  * (unless REDIS_URL or --redis is given), makes a small random model (unless --model is given),
  * starts worker processes, submits a batch of about 200 mixed requests (several prompt buckets;
- * greedy, sampling and beam search; both JSONL forms), shows progress, prints a summary and cleans
+ * greedy, sampling and beam search; both JSONL forms; chat lines when the model has a chat
+ * template, as the demo's own model has), shows progress, prints a summary and cleans
  * up what it started.
  */
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
@@ -12,6 +13,8 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { startRedisServer } from '../local/redis-server.js';
 import { WorkerProcess } from '../local/worker-process.js';
+import { loadChatTemplate } from '../model/chat-template.js';
+import { addChatTemplate, CHATML_TEMPLATE, CHATML_TOKENS } from '../model/special-tokens.js';
 import { componentLogger } from '../observability/logger.js';
 import { isTerminal } from '../producer/batch-handle.js';
 import { GenerationClient } from '../producer/client.js';
@@ -39,8 +42,11 @@ const TOPICS = [
 ];
 const FILLER = 'and then the story goes on with more words about shapes buckets and static caches';
 
-/** ~n mixed requests: prompt lengths over several buckets, greedy / sampling / beam, both forms. */
-export function demoRequests(n: number, model: string): Record<string, unknown>[] {
+/**
+ * ~n mixed requests: prompt lengths over several buckets, greedy / sampling / beam, both forms;
+ * with `chat` (the model has a chat template) a few chat lines too, OpenAI's and native.
+ */
+export function demoRequests(n: number, model: string, opts: { chat?: boolean } = {}): Record<string, unknown>[] {
   const reqs: Record<string, unknown>[] = [];
   const words = FILLER.split(' ');
   for (let i = 0; i < n; i++) {
@@ -49,7 +55,16 @@ export function demoRequests(n: number, model: string): Record<string, unknown>[
       `${TOPICS[i % TOPICS.length]} ${words.slice(0, extra % words.length).join(' ')}${extra >= words.length ? ` ${words.slice(0, extra - words.length).join(' ')}` : ''}`.trim();
     const kind = i % 10;
     const max = [8, 12, 16, 24][(i >> 2) % 4];
-    if (kind < 5) reqs.push({ custom_id: `greedy-${i}`, model, prompt, max_new_tokens: max });
+    const messages = [{ role: 'user', content: prompt }];
+    if (opts.chat && i % 20 === 0) reqs.push({ custom_id: `chat-native-${i}`, model, messages, max_new_tokens: max });
+    else if (opts.chat && i % 20 === 19)
+      reqs.push({
+        custom_id: `chat-${i}`,
+        method: 'POST',
+        url: '/v1/chat/completions',
+        body: { model, messages, max_completion_tokens: max, temperature: 0 },
+      });
+    else if (kind < 5) reqs.push({ custom_id: `greedy-${i}`, model, prompt, max_new_tokens: max });
     else if (kind < 8)
       reqs.push({
         custom_id: `sample-${i}`,
@@ -134,8 +149,17 @@ async function demoModel(values: { model?: string }, tmp: string): Promise<Model
   if (values.model) return parseModelSpecs([values.model])[0];
   const dir = join(tmp, 'model');
   const { makeModel } = await import('../compiler/make-model.js');
-  await makeModel({ out: dir, layers: 2, heads: 4, embd: 128, positions: 256, seed: 7 });
-  err(`made a small random GPT-2 (2 layers, 4 heads, embd 128, 256 positions) in ${dir}\n`);
+  // three ids past GPT-2's vocabulary: ChatML's <|im_start|> and <|im_end|>, and one spare
+  await makeModel({ out: dir, layers: 2, heads: 4, embd: 128, positions: 256, seed: 7, vocab: 50260 });
+  addChatTemplate(dir, {
+    tokens: [
+      { id: 50257, content: CHATML_TOKENS[0] },
+      { id: 50258, content: CHATML_TOKENS[1] },
+    ],
+    template: CHATML_TEMPLATE,
+    eos: CHATML_TOKENS[1],
+  });
+  err(`made a small random GPT-2 (2 layers, 4 heads, embd 128, 256 positions, a ChatML chat template) in ${dir}\n`);
   return { name: 'demo-gpt2', dir };
 }
 
@@ -226,7 +250,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     const raw = new Redis(redisUrl);
     cleanups.add('redis connection', () => raw.disconnect());
     await waitForWorkers(raw, ks, workers, logFile);
-    const handle = await client.submitBatch(demoRequests(nRequests, spec.name), { batchId: `demo-${Date.now()}`, input: 'demo' });
+    const chat = loadChatTemplate(spec.dir) !== null;
+    const handle = await client.submitBatch(demoRequests(nRequests, spec.name, { chat }), { batchId: `demo-${Date.now()}`, input: 'demo' });
     const rep = handle.report!;
     err(
       `submitted ${rep.requests} requests to ${rep.keys.length} compile keys; the workers compile each key's variants, then serve them\n`,

@@ -13,6 +13,7 @@ import { parseModelSpecs } from '../shared/models.js';
 import { resolveParams } from '../shared/params.js';
 import { parseRequestLine } from '../shared/requests.js';
 import { planBuckets, servableKeys, type PlannedRequest } from '../producer/bucket-plan.js';
+import { promptIdsOf, requestParams } from '../producer/prepare.js';
 import { readJsonlFile } from '../producer/jsonl.js';
 import { numberFlag, out } from './common.js';
 
@@ -57,14 +58,16 @@ export async function planBucketsCommand(argv: string[]): Promise<number> {
       skipped += 1;
       continue;
     }
+    // token lengths as submit computes them: a chat line's is that of its rendered template
     let maxNew: number;
+    let n: number;
     try {
-      maxNew = resolveParams(p.request.params, model.defaults, () => 0).max_new_tokens;
+      n = (await promptIdsOf(p.request, model)).length;
+      maxNew = resolveParams(requestParams(p.request, model, n), model.defaults, () => 0).max_new_tokens;
     } catch {
       skipped += 1;
       continue;
     }
-    const n = typeof p.request.prompt === 'string' ? (await model.tokenizer.encode(p.request.prompt)).length : p.request.prompt.length;
     if (n < 1) skipped += 1;
     else if (n + maxNew > ctx) tooLong += 1;
     else requests.push({ prompt: n, maxNew });

@@ -9,6 +9,7 @@ import { ModelFormatError } from '../shared/errors.js';
 import type { ModelSpec } from '../shared/models.js';
 import type { GenerationDefaults } from '../shared/params.js';
 import { type ModelArch, type ModelConfig, parseModelConfig } from './config.js';
+import { type ChatTemplate, loadChatTemplate } from './chat-template.js';
 import { parseGenerationDefaults } from './generation-config.js';
 import { readJsonObject } from './json-file.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.js';
@@ -18,6 +19,8 @@ interface MetaFiles {
   /** From generation_config.json when present (eos and pad ids always filled). */
   defaults: GenerationDefaults;
   tokenizer: TextTokenizer;
+  /** chat_template.jinja, else tokenizer_config.json's chat_template; null: chat lines are refused */
+  chat: ChatTemplate | null;
 }
 
 /** A model folder's metadata: everything but the weights (`family`, `config`, `arch` from config.json). */
@@ -39,7 +42,7 @@ export async function readModelMeta(dir: string): Promise<ModelMeta> {
   const genFile = path.join(dir, 'generation_config.json');
   const defaults = parseGenerationDefaults(readJsonObject(genFile, false) ?? {}, raw, parsed.arch.vocabSize, genFile);
   const tokenizer = await loadTokenizer(path.join(dir, 'tokenizer.json'));
-  return { dir, ...parsed, defaults, tokenizer };
+  return { dir, ...parsed, defaults, tokenizer, chat: loadChatTemplate(dir) };
 }
 
 /** What a producer needs of a model: no weights. */
@@ -51,6 +54,7 @@ export interface ModelInfo {
   arch: ModelArch;
   defaults: GenerationDefaults;
   tokenizer: TextTokenizer;
+  chat: ChatTemplate | null;
 }
 
 export async function loadModelInfo(spec: ModelSpec): Promise<ModelInfo> {
@@ -63,5 +67,6 @@ export async function loadModelInfo(spec: ModelSpec): Promise<ModelInfo> {
     arch: m.arch,
     defaults: m.defaults,
     tokenizer: m.tokenizer,
+    chat: m.chat,
   };
 }

@@ -6,13 +6,17 @@ import { ModelFormatError } from '../shared/errors.js';
 
 /** Text ⇄ token ids through the model folder's tokenizer.json. */
 export interface TextTokenizer {
-  encode(text: string): Promise<number[]>;
+  /** `addSpecialTokens` (default true): the post-processor's special tokens (Llama's BOS; none for GPT-2 or Qwen2) */
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): Promise<number[]>;
   decode(ids: number[]): Promise<string>;
 }
 
 /**
- * Loads a tokenizer.json. `encode` adds no special tokens (a GPT-2 prompt is its text, nothing
- * else); `decode` skips special tokens, as Hugging Face's text-generation pipeline does, so that a
+ * Loads a tokenizer.json. `encode` adds the special tokens of the tokenizer.json's post-processor,
+ * as Hugging Face's tokenizers do by default: Llama's TemplateProcessing adds BOS, GPT-2's and
+ * Qwen2's ByteLevel add nothing (a GPT-2 prompt is its text, nothing else); a rendered chat
+ * template already holds its special tokens, so it is encoded with `addSpecialTokens: false`.
+ * `decode` skips special tokens, as Hugging Face's text-generation pipeline does, so that a
  * generated EOS does not show up in the text. No clean-up of spaces: decode(encode(s)) === s.
  */
 export async function loadTokenizer(path: string): Promise<TextTokenizer> {
@@ -24,8 +28,8 @@ export async function loadTokenizer(path: string): Promise<TextTokenizer> {
     throw new ModelFormatError(path, `not a valid tokenizer.json (${(e as Error).message})`);
   }
   return {
-    async encode(text: string): Promise<number[]> {
-      const enc = await tok.encode(text, null, { addSpecialTokens: false });
+    async encode(text: string, opts: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
+      const enc = await tok.encode(text, null, { addSpecialTokens: opts.addSpecialTokens ?? true });
       return enc.getIds();
     },
     decode(ids: number[]): Promise<string> {

@@ -6,7 +6,15 @@ import { BatchgenError } from '../shared/errors.js';
 import { checkBatchId, jobIdOf, Keyspace, type KeyspaceOptions, QUEUE_EVENTS_MAX_LEN } from '../shared/keys.js';
 import { loadModelInfo, type ModelInfo } from '../model/info.js';
 import type { ModelSpec } from '../shared/models.js';
-import { nativeResultFields, type NativeResultLine } from '../shared/output.js';
+import { OPENAI_CHAT_COMPLETIONS_URL } from '../shared/openai-chat.js';
+import {
+  formatResultLine,
+  nativeResultFields,
+  type NativeResultLine,
+  type OpenAIChatCompletion,
+  type OpenAIChatResultLine,
+} from '../shared/output.js';
+import type { ResultRecord } from '../shared/schemas.js';
 import { asRedisError, connectRedis, redactUrl, redisUrlFrom } from '../shared/redis.js';
 import type { RedisTlsFiles } from '../shared/redis-tls.js';
 import { isOutOfMemory, Outage } from '../shared/outage.js';
@@ -254,7 +262,23 @@ export class GenerationClient {
    *   (`invalid_request`, `unknown_model`, `context_length_exceeded`, ...); `generation_failed` on timeout
    */
   async generate(request: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<GenerateResult> {
-    const req = { custom_id: 'r0', ...request };
+    const { result } = await this.one({ custom_id: 'r0', ...request }, opts);
+    return { ...nativeResultFields(result), seed: result.seed };
+  }
+
+  /**
+   * Enqueues one chat request, the body of an OpenAI `/v1/chat/completions` request (`model`,
+   * `messages`, `max_completion_tokens`, `temperature`, ...: OpenAI's meaning, as a batch line's),
+   * and awaits its `chat.completion`. The model's chat template renders the messages.
+   * @throws BatchgenError as generate() does; `invalid_request` when the model has no chat template
+   */
+  async chat(body: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<OpenAIChatCompletion> {
+    const { result, batchId } = await this.one({ custom_id: 'r0', method: 'POST', url: OPENAI_CHAT_COMPLETIONS_URL, body }, opts);
+    return (formatResultLine(result, batchId) as OpenAIChatResultLine).response.body;
+  }
+
+  /** Submits one request as a batch of its own and awaits its result record. */
+  private async one(req: Record<string, unknown>, opts: { timeoutMs?: number }): Promise<{ result: ResultRecord; batchId: string }> {
     const handle = await this.submitBatch([req], {
       batchId: `gen_${randomBytes(12).toString('hex')}`,
       retentionS: this.opts.retentionS ?? 3600,
@@ -265,9 +289,7 @@ export class GenerationClient {
     let delay = 5;
     for (;;) {
       const s = await this.io(() => this.store.settlement(handle.id, req.custom_id as string));
-      if (s && 'result' in s) {
-        return { ...nativeResultFields(s.result), seed: s.result.seed };
-      }
+      if (s && 'result' in s) return { result: s.result, batchId: handle.id };
       if (s && 'error' in s) throw new BatchgenError(s.error.error.code as BatchgenError['code'], s.error.error.message);
       if (Date.now() > deadline) throw new BatchgenError('generation_failed', `no result within ${opts.timeoutMs} ms (batch ${handle.id})`);
       await sleep(delay);

@@ -4,6 +4,7 @@
  * Pure functions of the line's JSON object.
  */
 import { createHash } from 'node:crypto';
+import { OPENAI_CHAT_COMPLETIONS_URL } from '../shared/openai-chat.js';
 import type { RequestForm } from '../shared/schemas.js';
 
 /** JSON with object keys sorted at every depth: equal objects give equal text, whatever their key order. */
@@ -25,13 +26,14 @@ export function requestFingerprint(obj: Record<string, unknown>): string {
   return createHash('sha256').update(canonicalJson(obj)).digest('hex').slice(0, 32);
 }
 
-/** The form of a line: an OpenAI batch line has `method`, `url` or `body`. */
+/** The form of a line: an OpenAI batch line has `method`, `url` or `body` (a chat one the chat url). */
 export function requestFormOf(obj: Record<string, unknown>): RequestForm {
-  return 'url' in obj || 'body' in obj || 'method' in obj ? 'openai' : 'native';
+  if (!('url' in obj || 'body' in obj || 'method' in obj)) return 'native';
+  return obj.url === OPENAI_CHAT_COMPLETIONS_URL ? 'openai_chat' : 'openai';
 }
 
 /** The endpoint a line is meant for: an OpenAI line's `url`; a native line with messages is a chat. */
 export function requestEndpointOf(obj: Record<string, unknown>): string {
-  if (requestFormOf(obj) === 'openai') return typeof obj.url === 'string' ? obj.url : '/v1/completions';
+  if (requestFormOf(obj) !== 'native') return typeof obj.url === 'string' ? obj.url : '/v1/completions';
   return 'messages' in obj ? '/v1/chat/completions' : '/v1/completions';
 }

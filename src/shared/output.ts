@@ -1,11 +1,12 @@
 /**
  * Result lines in the form of their request: the native form gets
  * `{custom_id, text, token_ids, finish_reason, usage, error}`, an OpenAI line gets an OpenAI batch
- * output line whose body is a `text_completion` object.
+ * output line whose body is a `text_completion` object, or a `chat.completion` object for a
+ * `/v1/chat/completions` line.
  */
 import { createHash } from 'node:crypto';
 import type { BatchRecord } from './batch-store.js';
-import type { ErrorRecord, RequestForm, ResultRecord } from './schemas.js';
+import { type ErrorRecord, isOpenAIForm, type RequestForm, type ResultRecord } from './schemas.js';
 
 export interface NativeResultLine {
   custom_id: string;
@@ -27,10 +28,32 @@ export interface OpenAICompletion {
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
 }
 
+export interface OpenAIChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    message: { role: 'assistant'; content: string; refusal: null };
+    logprobs: null;
+    finish_reason: 'stop' | 'length';
+  }[];
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+}
+
 export interface OpenAIResultLine {
   id: string;
   custom_id: string;
   response: { status_code: number; request_id: string; body: OpenAICompletion };
+  error: null;
+}
+
+/** The output line of a `/v1/chat/completions` line: its body is a `chat.completion`. */
+export interface OpenAIChatResultLine {
+  id: string;
+  custom_id: string;
+  response: { status_code: number; request_id: string; body: OpenAIChatCompletion };
   error: null;
 }
 
@@ -60,26 +83,48 @@ function wasSampled(r: ResultRecord): boolean {
   return r.key.split(':').pop() === 'sample';
 }
 
-export function formatResultLine(r: ResultRecord, batchId: string): NativeResultLine | OpenAIResultLine {
+export function formatResultLine(r: ResultRecord, batchId: string): NativeResultLine | OpenAIResultLine | OpenAIChatResultLine {
   if (r.form === 'native') return { ...nativeResultFields(r), ...(wasSampled(r) ? { seed: r.seed } : {}), error: null };
   const sid = stableId(batchId, r.custom_id);
+  const created = Math.floor(r.finished_at / 1000);
+  const finish_reason = openAIFinishReason(r.finish_reason);
+  const usage = {
+    prompt_tokens: r.prompt_tokens,
+    completion_tokens: r.completion_tokens,
+    total_tokens: r.prompt_tokens + r.completion_tokens,
+  };
+  const response = { status_code: 200, request_id: `req_${sid}` };
+  if (r.form === 'openai_chat') {
+    const message = { role: 'assistant' as const, content: r.text, refusal: null };
+    return {
+      id: `batch_req_${sid}`,
+      custom_id: r.custom_id,
+      response: {
+        ...response,
+        body: {
+          id: `chatcmpl-${sid}`,
+          object: 'chat.completion',
+          created,
+          model: r.model,
+          choices: [{ index: 0, message, logprobs: null, finish_reason }],
+          usage,
+        },
+      },
+      error: null,
+    };
+  }
   return {
     id: `batch_req_${sid}`,
     custom_id: r.custom_id,
     response: {
-      status_code: 200,
-      request_id: `req_${sid}`,
+      ...response,
       body: {
         id: `cmpl-${sid}`,
         object: 'text_completion',
-        created: Math.floor(r.finished_at / 1000),
+        created,
         model: r.model,
-        choices: [{ text: r.text, index: 0, logprobs: null, finish_reason: openAIFinishReason(r.finish_reason) }],
-        usage: {
-          prompt_tokens: r.prompt_tokens,
-          completion_tokens: r.completion_tokens,
-          total_tokens: r.prompt_tokens + r.completion_tokens,
-        },
+        choices: [{ text: r.text, index: 0, logprobs: null, finish_reason }],
+        usage,
       },
     },
     error: null,
@@ -129,9 +174,9 @@ export function formatSettledLine(
   s: { custom_id: string; result?: ResultRecord; error?: ErrorRecord },
   form: RequestForm | undefined,
   batchId: string,
-): NativeResultLine | OpenAIResultLine | OpenAIErrorLine | null {
+): NativeResultLine | OpenAIResultLine | OpenAIChatResultLine | OpenAIErrorLine | null {
   if (s.result) return formatResultLine(s.result, batchId);
-  if (s.error && form === 'openai') return formatOpenAIErrorLine({ ...s.error, custom_id: s.custom_id }, batchId);
+  if (s.error && isOpenAIForm(form)) return formatOpenAIErrorLine({ ...s.error, custom_id: s.custom_id }, batchId);
   return null;
 }
 

@@ -1,10 +1,12 @@
 /**
- * Request lines in, GenerationRequests out: the native form as it is, the OpenAI `/v1/completions`
- * form mapped with OpenAI's meaning. A parameter the engine cannot honour is an error for its line,
+ * Request lines in, GenerationRequests out: the native form as it is (a prompt, or chat messages),
+ * the OpenAI `/v1/completions` and `/v1/chat/completions` forms mapped with OpenAI's meaning. A parameter the engine cannot honour is an error for its line,
  * never silently dropped or changed.
  */
 import { BatchgenError, type ErrorCode } from './errors.js';
 import { LIMITS, overLimit, utf8Bytes } from './limits.js';
+import { chatMessages, fromOpenAIChat, OPENAI_CHAT_COMPLETIONS_URL, OpenAIChatBody } from './openai-chat.js';
+import { openAIParams, refusePenalties, unsupported } from './openai-params.js';
 import type { GenerationParams } from './params.js';
 import {
   NativeRequest,
@@ -14,6 +16,7 @@ import {
   zodErrorCode,
   type ErrorRecord,
   type GenerationRequest,
+  type Prompt,
 } from './schemas.js';
 
 export const OPENAI_COMPLETIONS_URL = '/v1/completions';
@@ -31,10 +34,7 @@ export const OPENAI_DEFAULT_MAX_TOKENS = 16;
  * - `n` and `best_of`: only 1; `stream`, `echo`, `logprobs`, `suffix`, `logit_bias`,
  *   `presence_penalty`, `frequency_penalty`: only at their neutral values. Anything else is an error.
  */
-export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequest['prompt']; params: GenerationParams } {
-  const unsupported = (name: string, value: unknown, why: string): never => {
-    throw new BatchgenError('unsupported_parameter', `${name}=${JSON.stringify(value)}: ${why}`);
-  };
+export function fromOpenAI(body: OpenAICompletionBody): { prompt: Prompt; params: GenerationParams } {
   if (body.n != null && body.n !== 1)
     unsupported('n', body.n, 'only n=1 is supported (one completion per request line; send one line per completion)');
   if (body.best_of != null && body.best_of !== 1) unsupported('best_of', body.best_of, 'only best_of=1 is supported');
@@ -45,45 +45,13 @@ export function fromOpenAI(body: OpenAICompletionBody): { prompt: GenerationRequ
   if (body.suffix != null && body.suffix !== '') unsupported('suffix', body.suffix, 'insertion (suffix) is not supported');
   if (body.logit_bias != null && Object.keys(body.logit_bias).length > 0)
     unsupported('logit_bias', body.logit_bias, 'logit bias is not supported');
-  if (body.presence_penalty != null && body.presence_penalty !== 0) {
-    unsupported(
-      'presence_penalty',
-      body.presence_penalty,
-      'not supported (the native form has repetition_penalty, which is a different penalty)',
-    );
-  }
-  if (body.frequency_penalty != null && body.frequency_penalty !== 0) {
-    unsupported(
-      'frequency_penalty',
-      body.frequency_penalty,
-      'not supported (the native form has repetition_penalty, which is a different penalty)',
-    );
-  }
+  refusePenalties(body);
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] === 'string') {
     if (prompt.length !== 1) unsupported('prompt', `[${prompt.length} prompts]`, 'one prompt per request line');
     prompt = prompt[0] as string;
   }
-  const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
-  const params: GenerationParams = {
-    max_new_tokens: body.max_tokens ?? OPENAI_DEFAULT_MAX_TOKENS,
-    top_k: 0,
-    top_p: body.top_p ?? 1,
-    repetition_penalty: 1,
-    num_beams: 1,
-    min_new_tokens: 0,
-    no_repeat_ngram_size: 0,
-    stop_strings: stop,
-  };
-  const temperature = body.temperature ?? 1;
-  if (temperature === 0) {
-    params.do_sample = false;
-  } else {
-    params.do_sample = true;
-    params.temperature = temperature;
-  }
-  if (body.seed != null) params.seed = body.seed;
-  return { prompt: prompt as GenerationRequest['prompt'], params };
+  return { prompt: prompt as Prompt, params: openAIParams(body, body.max_tokens ?? OPENAI_DEFAULT_MAX_TOKENS) };
 }
 
 /** The result of reading one line: a request, or the error record of that line. */
@@ -108,17 +76,30 @@ export function requestFromObject(obj: Record<string, unknown>): GenerationReque
   if ('url' in obj || 'body' in obj || 'method' in obj) {
     const r = OpenAIRequestLine.safeParse(obj);
     if (!r.success) throw new BatchgenError(zodErrorCode(r.error), `OpenAI batch line: ${describeZodError(r.error)}`);
-    if (r.data.url !== OPENAI_COMPLETIONS_URL) {
-      throw new BatchgenError('unsupported_parameter', `url "${r.data.url}": only ${OPENAI_COMPLETIONS_URL} is served`);
+    const { custom_id, url } = r.data;
+    if (url === OPENAI_CHAT_COMPLETIONS_URL) {
+      const b = OpenAIChatBody.safeParse(r.data.body);
+      if (!b.success) throw new BatchgenError(zodErrorCode(b.error), `body: ${describeZodError(b.error)}`);
+      const mapped = fromOpenAIChat(b.data);
+      return { custom_id, model: b.data.model, messages: mapped.messages, params: mapped.params, form: 'openai_chat' };
+    }
+    if (url !== OPENAI_COMPLETIONS_URL) {
+      throw new BatchgenError(
+        'unsupported_parameter',
+        `url "${url}": only ${OPENAI_COMPLETIONS_URL} and ${OPENAI_CHAT_COMPLETIONS_URL} are served`,
+      );
     }
     const b = OpenAICompletionBody.safeParse(r.data.body);
     if (!b.success) throw new BatchgenError(zodErrorCode(b.error), `body: ${describeZodError(b.error)}`);
     const mapped = fromOpenAI(b.data);
-    return { custom_id: r.data.custom_id, model: b.data.model, prompt: mapped.prompt, params: mapped.params, form: 'openai' };
+    return { custom_id, model: b.data.model, prompt: mapped.prompt, params: mapped.params, form: 'openai' };
   }
   const r = NativeRequest.safeParse(obj);
   if (!r.success) throw new BatchgenError(zodErrorCode(r.error), describeZodError(r.error));
-  const { custom_id, model, prompt, ...params } = r.data;
+  const { custom_id, model, prompt, messages, ...params } = r.data;
+  if ((prompt === undefined) === (messages === undefined))
+    throw new BatchgenError('invalid_request', 'a native line has exactly one of "prompt" and "messages"');
+  if (messages) return { custom_id, model, messages: chatMessages(messages), params, form: 'native' };
   return { custom_id, model, prompt, params, form: 'native' };
 }
 

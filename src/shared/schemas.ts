@@ -35,18 +35,31 @@ export const Prompt = z.union([
 ]);
 export type Prompt = z.infer<typeof Prompt>;
 
-/** The native request line: custom_id, model, prompt and Hugging Face generation parameters. */
+/** A chat message as a chat template sees it (developer messages become system, text parts joined). */
+export const ChatMessage = z
+  .object({ role: z.enum(['system', 'user', 'assistant']), content: z.string(), name: z.string().optional() })
+  .strict();
+export type ChatMessage = z.infer<typeof ChatMessage>;
+
+/** Chat messages as a request line gives them (OpenAI's form); each is checked by chatMessages(). */
+export const ChatMessagesInput = z
+  .array(z.object({ role: z.string(), content: z.unknown() }).catchall(z.unknown()))
+  .min(1, 'at least one message is needed');
+export type ChatMessagesInput = z.infer<typeof ChatMessagesInput>;
+
+/** The native request line: custom_id, model, a prompt or chat messages, and Hugging Face generation parameters. */
 export const NativeRequest = z
   .object({
     custom_id: CustomId,
     model: ModelName,
-    prompt: Prompt,
+    prompt: Prompt.optional(),
+    messages: ChatMessagesInput.optional(),
   })
   .extend(GenerationParams.shape)
   .strict();
 export type NativeRequest = z.infer<typeof NativeRequest>;
 
-/** An OpenAI batch line. Only `/v1/completions` is served; its body is checked by OpenAICompletionBody. */
+/** An OpenAI batch line: `/v1/completions` (body: OpenAICompletionBody) or `/v1/chat/completions` (OpenAIChatBody). */
 export const OpenAIRequestLine = z
   .object({
     custom_id: CustomId,
@@ -88,14 +101,22 @@ export const OpenAICompletionBody = z
   .strict();
 export type OpenAICompletionBody = z.infer<typeof OpenAICompletionBody>;
 
-export const RequestForm = z.enum(['native', 'openai']);
+/** The form of a request line, which its output line follows: native, OpenAI completions, OpenAI chat. */
+export const RequestForm = z.enum(['native', 'openai', 'openai_chat']);
 export type RequestForm = z.infer<typeof RequestForm>;
+
+/** Whether a form gets OpenAI batch output lines (and OpenAI error lines). */
+export function isOpenAIForm(form: RequestForm | undefined): boolean {
+  return form === 'openai' || form === 'openai_chat';
+}
 
 /** A request in the one form the producer works with, whichever form it came in. */
 export interface GenerationRequest {
   custom_id: string;
   model: string;
-  prompt: Prompt;
+  /** exactly one of prompt and messages: a chat request's prompt is its model's chat template rendered */
+  prompt?: Prompt;
+  messages?: ChatMessage[];
   params: GenerationParams;
   form: RequestForm;
 }

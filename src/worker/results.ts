@@ -5,10 +5,10 @@
  */
 import type { RowResult } from '../compiler/types.js';
 import { BatchgenError, type ErrorCode } from '../shared/errors.js';
-import type { JobPayload, ResultRecord } from '../shared/schemas.js';
+import { isOpenAIForm, type JobPayload, type ResultRecord } from '../shared/schemas.js';
 
 /**
- * The text of a result: the generated ids decoded. For an OpenAI line a final stop id is left out
+ * The text of a result: the generated ids decoded. For an OpenAI line (completions or chat) a final stop id is left out
  * of the text, as OpenAI leaves out the stop sequence; the tokenizer skips special tokens anyway.
  * A row ended by a stop string comes with its text already cut before the stop (both forms).
  */
@@ -20,7 +20,7 @@ export async function resultRecord(
 ): Promise<ResultRecord> {
   const ids = row.tokenIds;
   const textIds =
-    payload.form === 'openai' && row.finishReason === 'eos' && ids.length > 0 && payload.params.stop_ids.includes(ids[ids.length - 1])
+    isOpenAIForm(payload.form) && row.finishReason === 'eos' && ids.length > 0 && payload.params.stop_ids.includes(ids[ids.length - 1])
       ? ids.slice(0, -1)
       : ids;
   return {

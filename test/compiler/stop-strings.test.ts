@@ -8,7 +8,7 @@ import { CompiledVariant, generateRows, recentRetraces, retraces, VariantCache, 
 import { bannedTokens, repeatedNgramBans } from '../../src/compiler/bans.js';
 import { checkStopStrings, firstStop } from '../../src/compiler/stop-strings.js';
 import { BatchgenError } from '../../src/shared/errors.js';
-import { formatResultLine } from '../../src/shared/output.js';
+import { formatResultLine, type OpenAIResultLine } from '../../src/shared/output.js';
 import { resultRecord } from '../../src/worker/results.js';
 import type { JobPayload } from '../../src/shared/schemas.js';
 import { params, randomIds, smallModel } from '../helpers/compiler-fixtures.js';
@@ -67,7 +67,7 @@ test('a stop-string result keeps its cut text; OpenAI reports finish_reason stop
   });
   assert.equal(rec.text, 'Hello');
   assert.deepEqual(rec.token_ids, [0, 1, 2]);
-  const line = formatResultLine(rec, 'b');
+  const line = formatResultLine(rec, 'b') as OpenAIResultLine;
   assert.ok('response' in line);
   assert.equal(line.response.body.choices[0].finish_reason, 'stop');
   assert.equal(line.response.body.choices[0].text, 'Hello');

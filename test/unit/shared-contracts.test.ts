@@ -148,9 +148,9 @@ test('OpenAI line: n > 1 and unsupported parameters are clear errors', () => {
 });
 
 test('OpenAI line: other endpoints and methods are refused', () => {
-  const p = line({ custom_id: 'o1', method: 'POST', url: '/v1/chat/completions', body: { model: 'gpt2', messages: [] } });
+  const p = line({ custom_id: 'o1', method: 'POST', url: '/v1/embeddings', body: { model: 'gpt2', input: 'x' } });
   assert.ok(!p.ok);
-  assert.match(p.error.error.message, /only \/v1\/completions/);
+  assert.match(p.error.error.message, /only \/v1\/completions and \/v1\/chat\/completions are served/);
   const q = line({ custom_id: 'o1', method: 'GET', url: '/v1/completions', body: { model: 'gpt2', prompt: 'x' } });
   assert.ok(!q.ok);
 });
