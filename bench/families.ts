@@ -51,7 +51,10 @@ export async function familyRows(): Promise<Record<string, unknown>[]> {
       } catch (e) {
         // Too big for this backend (the wasm heap): say so in the table instead of a number.
         if (!(e instanceof ModelFormatError)) throw e;
-        rows.push({ what: `${shape.label} B=${shape.batches.join(',')}`, refused: e.message.replace(/^.*config\.json: /, '').slice(0, 120) });
+        rows.push({
+          what: `${shape.label} B=${shape.batches.join(',')}`,
+          refused: e.message.replace(/^.*config\.json: /, '').slice(0, 120),
+        });
         continue;
       }
       const loadMs = performance.now() - t0;

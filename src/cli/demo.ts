@@ -14,7 +14,6 @@ import { Redis } from 'ioredis';
 import { startRedisServer } from '../local/redis-server.js';
 import { WorkerProcess } from '../local/worker-process.js';
 import { loadChatTemplate } from '../model/chat-template.js';
-import { addChatTemplate, CHATML_TEMPLATE, CHATML_TOKENS } from '../model/special-tokens.js';
 import { componentLogger } from '../observability/logger.js';
 import { isTerminal } from '../producer/batch-handle.js';
 import { GenerationClient } from '../producer/client.js';
@@ -29,7 +28,7 @@ import { ProgressReporter } from './progress.js';
 
 const USAGE = `usage: batchgen demo [--model NAME=DIR] [--requests 200] [--workers 2] [--redis URL] [--out FILE] [--keep]
 Runs the whole system on one machine and prints a summary. Without --redis (or REDIS_URL) it starts a
-private redis-server on a free port; without --model it makes a small random GPT-2.`;
+private redis-server on a free port; without --model it makes a small random Qwen2 with a ChatML template.`;
 
 const TOPICS = [
   'TensorFlow is',
@@ -149,18 +148,20 @@ async function demoModel(values: { model?: string }, tmp: string): Promise<Model
   if (values.model) return parseModelSpecs([values.model])[0];
   const dir = join(tmp, 'model');
   const { makeModel } = await import('../compiler/make-model.js');
-  // three ids past GPT-2's vocabulary: ChatML's <|im_start|> and <|im_end|>, and one spare
-  await makeModel({ out: dir, layers: 2, heads: 4, embd: 128, positions: 256, seed: 7, vocab: 50260 });
-  addChatTemplate(dir, {
-    tokens: [
-      { id: 50257, content: CHATML_TOKENS[0] },
-      { id: 50258, content: CHATML_TOKENS[1] },
-    ],
-    template: CHATML_TEMPLATE,
-    eos: CHATML_TOKENS[1],
+  await makeModel({
+    out: dir,
+    arch: 'qwen2',
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    embd: 128,
+    positions: 256,
+    seed: 7,
+    tied: false,
+    chatTemplate: 'chatml',
   });
-  err(`made a small random GPT-2 (2 layers, 4 heads, embd 128, 256 positions, a ChatML chat template) in ${dir}\n`);
-  return { name: 'demo-gpt2', dir };
+  err(`made a small random Qwen2 (2 layers, 4 heads, 2 KV heads, embd 128, 256 positions, a ChatML chat template) in ${dir}\n`);
+  return { name: 'demo-qwen2', dir };
 }
 
 /** Heartbeats of the workers under this prefix (their last one stays a minute after they stop). */

@@ -9,10 +9,11 @@ import { BatchgenError } from '../shared/errors.js';
 const USAGE = `usage: batchgen make-model --out DIR [--arch gpt2|llama|qwen2|mistral] [--layers N] [--heads N]
                            [--kv-heads N] [--embd N] [--intermediate N] [--positions N] [--seed N]
                            [--dtype F32|F16|BF16] [--vocab N] [--tied | --untied] [--rope-scaling llama3]
-                           [--sliding-window N] [--shards N] [--force]
+                           [--sliding-window N] [--shards N] [--chat-template chatml|llama3] [--force]
 Writes config.json, model.safetensors (seeded random weights; --shards N: N shards and
 model.safetensors.index.json), tokenizer.json (GPT-2's BPE; the Llama family adds its special tokens)
-and generation_config.json, as Hugging Face lays them out for the architecture.
+and generation_config.json (Llama family: tokenizer_config.json too, with --chat-template a chat
+template in it), as Hugging Face lays them out for the architecture.
 Defaults: gpt2, 2 layers, 2 heads (Llama family: kv heads = heads / 2), embd 64, intermediate
 8/3 x embd (Llama family), 128 positions, seed 1, F32, vocab 50257 (Llama family 50264), tied for
 qwen2, untied for llama and mistral, no rope scaling, no sliding window, one file.
@@ -58,6 +59,7 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
         tied: { type: 'boolean' },
         untied: { type: 'boolean' },
         'rope-scaling': { type: 'string' },
+        'chat-template': { type: 'string' },
         force: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -107,6 +109,14 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
       return 2;
     }
     opts.ropeScaling = 'llama3';
+  }
+  const chat = values['chat-template'];
+  if (chat !== undefined) {
+    if (chat !== 'chatml' && chat !== 'llama3') {
+      process.stderr.write(`make-model: --chat-template must be chatml or llama3, got "${String(chat)}"\n`);
+      return 2;
+    }
+    opts.chatTemplate = chat;
   }
   if (values.dtype !== undefined) {
     const d = String(values.dtype).toUpperCase();

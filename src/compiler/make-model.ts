@@ -18,8 +18,11 @@ import {
   type ArchShape,
   FIRST_SPECIAL_ID,
   SPECIAL_TOKENS,
+  type ChatTemplateName,
   generationConfig,
+  hasSpecialTokens,
   hfConfig,
+  tokenizerConfig,
   tokenizerJson,
 } from './model-files.js';
 import { randomTensor } from './random-weights.js';
@@ -71,6 +74,8 @@ export interface MakeModelOptions {
   slidingWindow?: number | null;
   /** Split the weights into this many safetensors shards with an index. Default 1 (one model.safetensors). */
   shards?: number;
+  /** Llama family: a chat template in tokenizer_config.json (ChatML as Qwen2.5's, or Llama 3's). Default none. */
+  chatTemplate?: ChatTemplateName | null;
 }
 
 export async function makeModel(opts: MakeModelOptions): Promise<void> {
@@ -83,6 +88,7 @@ export async function makeModel(opts: MakeModelOptions): Promise<void> {
   writeJson(path.join(o.out, 'config.json'), hf);
   writeJson(path.join(o.out, 'generation_config.json'), generationConfig(a));
   fs.writeFileSync(path.join(o.out, 'tokenizer.json'), tokenizerJson(a, gpt2TokenizerJson()));
+  if (a.arch !== 'gpt2') writeJson(path.join(o.out, 'tokenizer_config.json'), tokenizerConfig(a, a.chatTemplate));
 
   const shapes = parsed.family === 'gpt2' ? expectedShapes(parsed.config) : llamaShapes(parsed.config);
   if (parsed.family === 'llama' && parsed.config.tie_word_embeddings) shapes.delete('lm_head.weight');
@@ -109,9 +115,10 @@ export async function makeModel(opts: MakeModelOptions): Promise<void> {
   writeJson(path.join(o.out, INDEX_FILE), { metadata: { total_size: totalSize }, weight_map: weightMap });
 }
 
-type Resolved = Required<Omit<MakeModelOptions, 'ropeScaling' | 'slidingWindow'>> & {
+type Resolved = Required<Omit<MakeModelOptions, 'ropeScaling' | 'slidingWindow' | 'chatTemplate'>> & {
   ropeScaling: Llama3RopeScaling | null;
   slidingWindow: number | null;
+  chatTemplate: ChatTemplateName | null;
 };
 
 /** The options with their defaults; a RangeError for options that do not fit together. */
@@ -136,6 +143,7 @@ export function resolveOptions(opts: MakeModelOptions): Resolved {
     ropeScaling: opts.ropeScaling === 'llama3' ? LLAMA32_ROPE_SCALING : (opts.ropeScaling ?? null),
     slidingWindow: opts.slidingWindow ?? null,
     shards: opts.shards ?? 1,
+    chatTemplate: opts.chatTemplate ?? null,
   };
   for (const k of ['layers', 'heads', 'kvHeads', 'embd', 'intermediate', 'positions', 'vocab', 'shards'] as const) {
     if (!Number.isSafeInteger(o[k]) || o[k] <= 0) throw new RangeError(`${k} must be a positive integer, got ${o[k]}`);
@@ -156,6 +164,14 @@ export function resolveOptions(opts: MakeModelOptions): Resolved {
   }
   if (o.ropeScaling && arch !== 'llama') throw new RangeError('ropeScaling is for arch llama');
   if (o.slidingWindow !== null && arch !== 'mistral') throw new RangeError('slidingWindow is for arch mistral');
+  if (o.chatTemplate !== null) {
+    if (!['chatml', 'llama3'].includes(o.chatTemplate))
+      throw new RangeError(`chatTemplate must be chatml or llama3, got ${o.chatTemplate}`);
+    if (!hasSpecialTokens(archShape(o)))
+      throw new RangeError(
+        `a chat template needs a Llama-family folder with vocab ≥ ${FIRST_SPECIAL_ID + SPECIAL_TOKENS.length} (its special tokens)`,
+      );
+  }
   return o;
 }
 

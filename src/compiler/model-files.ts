@@ -3,6 +3,7 @@
  * that Hugging Face's own checkpoints have, so that what loads them loads a downloaded folder too.
  */
 import type { FloatDtype } from './safetensors.js';
+import { CHATML_TEMPLATE, LLAMA3_TEMPLATE, withBosPostProcessor, withSpecialTokens } from '../model/special-tokens.js';
 import type { Llama3RopeScaling } from '../model/llama-config.js';
 
 export type Arch = 'gpt2' | 'llama' | 'qwen2' | 'mistral';
@@ -22,6 +23,7 @@ export interface ArchShape {
   ropeScaling: Llama3RopeScaling | null;
   slidingWindow: number | null;
   dtype: FloatDtype;
+  chatTemplate: ChatTemplateName | null;
 }
 
 /** Special tokens of the Llama-family folders, appended after GPT-2's 50257 BPE tokens. */
@@ -146,7 +148,7 @@ export function generationConfig(a: ArchShape): Record<string, unknown> {
   if (a.arch === 'gpt2') return { bos_token_id: ids.eos[0], eos_token_id: ids.eos[0] };
   return {
     ...(ids.bos !== null ? { bos_token_id: ids.bos } : {}),
-    eos_token_id: ids.eos,
+    eos_token_id: chatEosIds(a, a.chatTemplate),
     ...(ids.pad !== null ? { pad_token_id: ids.pad } : {}),
   };
 }
@@ -158,24 +160,39 @@ export function generationConfig(a: ArchShape): Record<string, unknown> {
  */
 export function tokenizerJson(a: ArchShape, gpt2Json: string): string {
   if (!hasSpecialTokens(a)) return gpt2Json;
-  const doc = JSON.parse(gpt2Json) as Record<string, unknown> & { added_tokens: Record<string, unknown>[] };
-  const base = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
-  for (const content of SPECIAL_TOKENS) doc.added_tokens.push({ id: specialId(content), content, ...base });
+  const withTokens = withSpecialTokens(
+    gpt2Json,
+    SPECIAL_TOKENS.map((content) => ({ id: specialId(content), content })),
+  );
   const bos = specialIds(a).bos;
-  if (bos !== null) {
-    const name = SPECIAL_TOKENS[bos - FIRST_SPECIAL_ID];
-    const template = {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: name, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [
-        { SpecialToken: { id: name, type_id: 0 } },
-        { Sequence: { id: 'A', type_id: 0 } },
-        { SpecialToken: { id: name, type_id: 1 } },
-        { Sequence: { id: 'B', type_id: 1 } },
-      ],
-      special_tokens: { [name]: { id: name, ids: [bos], tokens: [name] } },
-    };
-    doc.post_processor = { type: 'Sequence', processors: [doc.post_processor, template] };
-  }
-  return JSON.stringify(doc);
+  return bos === null ? withTokens : withBosPostProcessor(withTokens, { id: bos, content: SPECIAL_TOKENS[bos - FIRST_SPECIAL_ID] });
+}
+
+export type ChatTemplateName = 'chatml' | 'llama3';
+
+/**
+ * tokenizer_config.json of a Llama-family folder: its BOS and EOS tokens (as strings, the way
+ * transformers' chat templates read them) and, on request, a chat template with the EOS that ends
+ * an assistant's turn in it.
+ */
+export function tokenizerConfig(a: ArchShape, chat: ChatTemplateName | null): Record<string, unknown> {
+  const ids = specialIds(a);
+  const name = (id: number) => (id === ENDOFTEXT_ID ? '<|endoftext|>' : SPECIAL_TOKENS[id - FIRST_SPECIAL_ID]);
+  const turnEnd = chat === 'chatml' ? '<|im_end|>' : chat === 'llama3' ? '<|eot_id|>' : null;
+  return {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    model_max_length: a.positions,
+    ...(ids.bos !== null ? { bos_token: name(ids.bos) } : {}),
+    eos_token: turnEnd ?? name(ids.eos[0]),
+    ...(ids.pad !== null ? { pad_token: name(ids.pad) } : {}),
+    ...(chat ? { chat_template: chat === 'chatml' ? CHATML_TEMPLATE : LLAMA3_TEMPLATE } : {}),
+  };
+}
+
+/** generation_config.json's EOS ids, with the chat template's end of turn among them. */
+export function chatEosIds(a: ArchShape, chat: ChatTemplateName | null): number[] {
+  const eos = specialIds(a).eos;
+  if (chat === 'chatml') return [...new Set([...eos, specialId('<|im_end|>')])];
+  if (chat === 'llama3') return [...new Set([...eos, specialId('<|eot_id|>')])];
+  return eos;
 }

@@ -142,7 +142,11 @@ test('a model too big for the wasm heap is refused before its weights are read, 
     });
   });
   fs.rmSync(path.join(dir, 'model.safetensors'));
-  await rejectsFormat(loadModel(dir), config, /7\.62B parameters need 5\d\.\d\d GiB of the wasm heap \(28\.37 GiB of float32 weights.*tensorflow.*webgpu/);
+  await rejectsFormat(
+    loadModel(dir),
+    config,
+    /7\.62B parameters need 5\d\.\d\d GiB of the wasm heap \(28\.37 GiB of float32 weights.*tensorflow.*webgpu/,
+  );
   const arch = parseModelConfig(JSON.parse(fs.readFileSync(config, 'utf-8'))).arch;
   assert.ok(Math.abs(arch.params - 7.6e9) < 0.05e9, `Qwen2.5-7B has 7.6B parameters, counted ${arch.params}`);
   assert.equal(backendSizeProblem(arch, 'tensorflow'), null);

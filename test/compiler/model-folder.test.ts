@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { readSafetensors, writeSafetensors, type FloatTensor } from '../../src/compiler/safetensors.js';
 import { readModelFolder } from '../../src/compiler/model-folder.js';
 import { readGpt2Folder } from '../helpers/compiler-fixtures.js';
+import { renderChat } from '../../src/model/chat-template.js';
 import { makeModel } from '../../src/compiler/make-model.js';
 import { makeModelCommand } from '../../src/cli/make-model.js';
 import { ModelFormatError } from '../../src/shared/errors.js';
@@ -486,4 +487,35 @@ test('make-model --arch: each family writes a folder that loads as that model_ty
     assert.equal(r.code, 2, `${argv.join(' ')}: ${r.err}`);
     assert.match(r.err, re);
   }
+});
+
+test('make-model --chat-template: a Llama-family folder with a template, its tokens whole, its end of turn an EOS', async () => {
+  for (const [arch, template, turnEnd, bos] of [
+    ['qwen2', 'chatml', 50258, null],
+    ['llama', 'llama3', 50263, 50259],
+  ] as const) {
+    const dir = path.join(tmp(), `chat-${arch}`);
+    assert.equal((await runCli(['--out', dir, '--arch', arch, '--chat-template', template])).code, 0);
+    const m = await readModelFolder(dir);
+    assert.ok(m.chat, `${arch}: no chat template`);
+    const text = renderChat(m.chat!, [{ role: 'user', content: 'Hi' }], arch);
+    const ids = await m.tokenizer.encode(text, { addSpecialTokens: false });
+    if (template === 'chatml') {
+      assert.equal(text, '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');
+      assert.deepEqual([ids[0], ids.filter((i) => i === 50258).length], [50257, 1]);
+    } else {
+      assert.equal(
+        text,
+        '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+      );
+      assert.equal(ids[0], bos);
+    }
+    assert.ok(m.defaults.eos_token_id.includes(turnEnd), `${arch}: end of turn ${turnEnd} not an EOS`);
+    // A plain prompt gets the post-processor's BOS where the family adds one.
+    const plain = await m.tokenizer.encode('Hi');
+    assert.equal(plain[0] === 50259, bos !== null);
+  }
+  const r = await runCli(['--out', path.join(tmp(), 'g'), '--chat-template', 'chatml']);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /a chat template needs a Llama-family folder/);
 });
