@@ -8,6 +8,7 @@ import type { CompiledVariant } from './compile.js';
 import { DeviceWeights } from './gpt2.js';
 import { readModelFolder } from './model-folder.js';
 import type { ModelFolder, RowRequest, RowResult } from './types.js';
+import { checkModelFits } from './webgpu.js';
 import { DEFAULT_BATCH_SIZES, checkBatchSizes, paddedBatchSize } from '../shared/batch-sizes.js';
 import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
 import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js';
@@ -36,6 +37,16 @@ export class LoadedModel {
     checkModelName(name);
     await initBackend();
     const folder = await readModelFolder(dir);
+    const { vocab_size: V, n_embd: E, n_positions: T, n_layer: L } = folder.config;
+    // webgpu: one storage binding per tensor; the largest must fit the adapter's limit. The device
+    // holds wte, wpe, the output projection (a transposed copy) and the blocks.
+    const deviceBytes = 4 * (2 * V * E + T * E + L * (12 * E * E + 13 * E) + 2 * E);
+    checkModelFits(name, deviceBytes, [
+      ['wte', [V, E]],
+      ['lm_head (transposed)', [E, V]],
+      ['wpe', [T, E]],
+      ...Array.from({ length: L }, (_, i): [string, number[]] => [`h.${i}.mlp.c_fc`, [E, 4 * E]]),
+    ]);
     return new LoadedModel(name, folder, new DeviceWeights(folder.config, folder.weights));
   }
 

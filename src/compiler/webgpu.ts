@@ -190,3 +190,18 @@ export function checkBindingLimit(bytes: number, what: string, context: string):
     );
   }
 }
+
+/**
+ * Throws when the largest of a model's weight tensors (name, shape) would not fit one storage
+ * binding; the message names the model's size and the limit.
+ */
+export function checkModelFits(model: string, totalBytes: number, tensors: [string, number[]][]): void {
+  if (adapter === null || tf.getBackend() !== 'webgpu' || tensors.length === 0) return;
+  const sized = tensors.map(([name, shape]) => ({ name, shape, bytes: 4 * shape.reduce((a, b) => a * b, 1) }));
+  const largest = sized.reduce((a, t) => (t.bytes > a.bytes ? t : a));
+  checkBindingLimit(
+    largest.bytes,
+    `${largest.name} [${largest.shape.join(', ')}]`,
+    `model ${model} (${mb(totalBytes)} of float32 weights on the device)`,
+  );
+}
