@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
-import { gpuDevicePresent, installPipelineCounter, loadWebgpu } from './webgpu.js';
+import { gpuDevicePresent, installPipelineCounter, loadWebgpu, webgpuAdapter } from './webgpu.js';
 
 export { tf };
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
@@ -74,6 +74,25 @@ async function webgpuUsable(forced: boolean): Promise<boolean> {
 export function initBackend(requested?: BackendName): Promise<BackendName> {
   if (chosen === null) chosen = choose(requested);
   return chosen;
+}
+
+/**
+ * What runs the kernels of the chosen backend, for the worker's info metric: XNNPACK on wasm, Dawn
+ * and its adapter on webgpu, libtensorflow, or plain JavaScript.
+ */
+export function kernelProvider(): string {
+  switch (tf.getBackend()) {
+    case 'wasm':
+      return 'xnnpack';
+    case 'webgpu': {
+      const a = webgpuAdapter();
+      return `dawn${a ? ` (${a.description || a.vendor})` : ''}`;
+    }
+    case 'tensorflow':
+      return 'libtensorflow';
+    default:
+      return 'javascript';
+  }
 }
 
 /** Whether tensors of this backend live in memory that JS can write in place (wasm heap, cpu arrays). */

@@ -15,12 +15,13 @@ import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js'
 import { checkModelName, modelNameForFolder } from '../shared/keys.js';
 import type { GenerationDefaults } from '../shared/params.js';
 
-export { initBackend, tf } from './backend.js';
+export { initBackend, kernelProvider, tf } from './backend.js';
 export type { BackendName } from './backend.js';
 export { VariantCache } from './cache.js';
 export type { VariantCacheOptions, VariantCacheStats } from './cache.js';
 export { CompiledVariant } from './compile.js';
-export { retraces, recentRetraces } from './shape-tracker.js';
+export { pipelinesAfterWarmup, retraces, recentRetraces } from './shape-tracker.js';
+export { pipelineStats } from './webgpu.js';
 export { makeModel } from './make-model.js';
 export { readModelFolder } from './model-folder.js';
 export type * from './types.js';
