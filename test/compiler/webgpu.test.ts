@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { CompiledVariant, initBackend, retraces, tf, type LoadedModel } from '../../src/compiler/index.js';
 import { KvCache } from '../../src/compiler/kv-cache.js';
 import { ShapeScope, pipelinesAfterWarmup } from '../../src/compiler/shape-tracker.js';
-import { pipelineStats, webgpuAdapter } from '../../src/compiler/webgpu.js';
+import { checkModelFits, pipelineStats, webgpuAdapter } from '../../src/compiler/webgpu.js';
 import { normals, params, randomIds, smallModel } from '../helpers/compiler-fixtures.js';
 import { webgpuSkipReason } from '../helpers/webgpu.js';
 
@@ -123,4 +123,25 @@ test('a KV cache over the adapter binding limit is refused with the sizes named,
   );
   assert.equal(tf.memory().numTensors, before);
   new KvCache(1, 1, 8, Math.floor(limit / (4 * 8 * 64)), 64).dispose(); // at the limit: accepted
+});
+
+test('a model whose largest tensor exceeds the binding limit is refused, naming the model size, the tensor and the limit', { skip }, () => {
+  const limit = webgpuAdapter()!.maxStorageBufferBindingSize;
+  const E = 768;
+  const V = Math.ceil(limit / (4 * E)) + 1;
+  assert.throws(
+    () =>
+      checkModelFits('big', 4 * 3 * V * E, [
+        ['wpe', [1024, E]],
+        ['wte', [V, E]],
+      ]),
+    (e: Error) => {
+      assert.match(
+        e.message,
+        /^model big \([\d.]+ MiB of float32 weights on the device\): wte \[\d+, 768\] is [\d.]+ MiB, over .* of [\d.]+ MiB/,
+      );
+      return true;
+    },
+  );
+  checkModelFits('small', 4 * 3 * 100 * E, [['wte', [100, E]]]); // fits: no error
 });
