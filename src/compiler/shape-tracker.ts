@@ -2,7 +2,8 @@
  * The retrace counter. Every tfjs kernel call goes through `engine.runKernel`; while a variant is
  * being warmed up, the tracker records each call's signature (kernel, input shapes and dtypes,
  * attributes). After warm-up, a signature the variant has not seen is a retrace: on the tensorflow
- * backend it is a new kernel set-up, on wasm a new XNNPACK operator or allocation pattern.
+ * backend at most a new kernel set-up (its eager kernels are cached by op attributes, not shapes),
+ * on wasm a new XNNPACK operator or allocation pattern.
  * On webgpu it also counts compute pipelines created (WGSL compiled) while a warmed variant runs:
  * a true recompilation. The cost is one string per kernel call, cheap enough to stay on in production.
  */
