@@ -2,7 +2,7 @@
 # Builds .gpu/ (git-ignored) in the repository root: what a GPU host without Node and without a
 # network needs to run bench/gpu/run.sh there, with dist/ beside it. About 45 MB:
 #   node.xz       this machine's node binary, xz-compressed (about 24 MB)
-#   nm.tar.xz     node_modules without dev tools, other platforms' binaries and source maps (about 21 MB)
+#   nm.tar.xz     node_modules without development packages, other platforms' binaries and source maps (about 21 MB)
 #   debs/*.deb    the Vulkan and EGL loaders (Debian amd64), unpacked there only when libvulkan is missing
 #   run.sh        a copy of bench/gpu/run.sh
 # Needs the optional packages webgpu and @tensorflow/tfjs-backend-webgpu installed (npm ci does).
