@@ -7,11 +7,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { CompiledVariant, initBackend, retraces, tf, type LoadedModel } from '../../src/compiler/index.js';
+import { CompiledVariant, generateRows, initBackend, retraces, tf, VariantCache, type LoadedModel } from '../../src/compiler/index.js';
 import { KvCache } from '../../src/compiler/kv-cache.js';
 import { ShapeScope, pipelinesAfterWarmup } from '../../src/compiler/shape-tracker.js';
 import { checkModelFits, pipelineStats, webgpuAdapter } from '../../src/compiler/webgpu.js';
-import { normals, params, randomIds, smallModel } from '../helpers/compiler-fixtures.js';
+import { normals, params, policy, randomIds, smallModel } from '../helpers/compiler-fixtures.js';
 import { webgpuSkipReason } from '../helpers/webgpu.js';
 
 const skip = await webgpuSkipReason();
@@ -144,4 +144,36 @@ test('a model whose largest tensor exceeds the binding limit is refused, naming 
     },
   );
   checkModelFits('small', 4 * 3 * 100 * E, [['wte', [100, E]]]); // fits: no error
+});
+
+test('seeded sampling on webgpu: the same tokens alone and among 7 neighbours (top-k, top-p, temperature), another seed other tokens', {
+  skip,
+}, async () => {
+  // invariance.test.ts runs only its greedy cases on webgpu (its 50257-token sorts are slow on a
+  // software adapter); this is its sampling case on a 512-token vocabulary.
+  const cache = new VariantCache();
+  try {
+    const req = { max_new_tokens: 10, do_sample: true, seed: 42, temperature: 0.8, top_k: 40, top_p: 0.9 };
+    const row = { promptIds: randomIds(9, 5, 0, 512), params: params(m, req) };
+    const opts = { policy: policy('16'), batchSizes: [1, 8], cache };
+    const alone = (await generateRows(m, [row], opts))[0].tokenIds;
+    const neighbours = [3, 16, 7, 1, 14, 5, 11].map((n, i) => ({
+      promptIds: randomIds(n, 100 + i, 0, 512),
+      params: params(m, {
+        max_new_tokens: 2 + i,
+        do_sample: true,
+        seed: 7 + i,
+        top_k: [0, 5, 50, 1, 200, 20, 0][i],
+        top_p: [0.5, 1, 0.95, 1, 0.7, 0.99, 1][i],
+      }),
+    }));
+    const among = (await generateRows(m, [...neighbours.slice(0, 3), row, ...neighbours.slice(3)], opts))[3].tokenIds;
+    assert.equal(alone.length, 10);
+    assert.deepEqual(among, alone);
+    const other = (await generateRows(m, [{ ...row, params: params(m, { ...req, seed: 43 }) }], opts))[0].tokenIds;
+    assert.notDeepEqual(other, alone);
+    assert.deepEqual(cache.stats().variants.sort(), [`${m.name}:p16:n16:sample:b1`, `${m.name}:p16:n16:sample:b8`]);
+  } finally {
+    await cache.dispose();
+  }
 });
