@@ -2,7 +2,8 @@
  * The compiler's parity, invariance and retrace tests again, on the webgpu backend: each file in a
  * child process with BATCHGEN_BACKEND=webgpu (the backend is chosen once per process). Patterns
  * leave out what does not depend on the backend (F16/BF16 loading) and invariance's sampling cases,
- * whose full sorts of a 50257-token vocabulary take minutes on a software adapter. Skipped with the
+ * whose full sorts of a 50257-token vocabulary take minutes on a software adapter (webgpu.test.ts
+ * has a sampling invariance case on a small vocabulary). Skipped with the
  * reason printed when Dawn finds no adapter.
  */
 import { test } from 'node:test';
