@@ -26,7 +26,7 @@ const batches = (process.env.BENCH_BATCHES ?? '1,8,16').split(',').map(Number);
 const nRequests = env('BENCH_REQUESTS', 16);
 
 /** Peak f32 matmul throughput of the backend, in GFLOP/s: [512, E] x [E, 4E], the MLP's shape. */
-function matmulGflops(E: number): number {
+async function matmulGflops(E: number): Promise<number> {
   const a = tf.randomNormal([512, E]);
   const b = tf.randomNormal([E, 4 * E]);
   const once = () => tf.matMul(a, b).dispose();
@@ -34,7 +34,9 @@ function matmulGflops(E: number): number {
   const reps = 10;
   const t0 = performance.now();
   for (let i = 0; i < reps; i++) once();
-  tf.matMul(a, b).dataSync(); // make sure everything ran (async backends)
+  const last = tf.matMul(a, b);
+  await last.data(); // make sure everything ran (async backends)
+  last.dispose();
   const ms = (performance.now() - t0) / (reps + 1);
   tf.dispose([a, b]);
   return (2 * 512 * E * 4 * E) / ms / 1e6;
@@ -44,7 +46,7 @@ function matmulGflops(E: number): number {
  * The top-p filter at [8, V] on peaked logits (a nucleus of tens of tokens, as trained models give):
  * full sort against the nucleus candidates, median ms of each, side by side.
  */
-function topPFilterMs(V: number): { full_sort_ms: number; nucleus_candidates_ms: number; nucleus_fits: boolean } {
+async function topPFilterMs(V: number): Promise<{ full_sort_ms: number; nucleus_candidates_ms: number; nucleus_fits: boolean }> {
   const R = 8;
   const s = tf.mul(tf.randomNormal([R, V], 0, 1, 'float32', 7), 8) as tf.Tensor2D;
   const ones = tf.ones([R, 1]) as tf.Tensor2D;
@@ -54,19 +56,27 @@ function topPFilterMs(V: number): { full_sort_ms: number; nucleus_candidates_ms:
     topKIndex: tf.fill([R, 1], V - 1, 'int32') as tf.Tensor2D,
     topP: tf.fill([R, 1], 0.9) as tf.Tensor2D,
   };
-  const median = (f: () => void) => {
-    f();
+  // Each run ends with a readback of its result, so that async backends have finished it.
+  const median = async (f: () => tf.Tensor) => {
+    const once = async () => {
+      const out = f();
+      await out.data();
+      out.dispose();
+    };
+    await once();
     const ts: number[] = [];
     for (let i = 0; i < 7; i++) {
       const t = performance.now();
-      f();
+      await once();
       ts.push(performance.now() - t);
     }
     return +ts.sort((a, b) => a - b)[3].toFixed(1);
   };
-  const full = median(() => tf.tidy(() => void topKTopP(p)(s).dataSync()));
-  const cands = median(() => tf.tidy(() => void topKTopPCandidates(s, p, ones).filtered.dataSync()));
-  const fits = tf.tidy(() => Array.from(topKTopPCandidates(s, p, ones).fits.dataSync()).every((f) => f === 1));
+  const full = await median(() => tf.tidy(() => topKTopP(p)(s)));
+  const cands = await median(() => tf.tidy(() => topKTopPCandidates(s, p, ones).filtered));
+  const fitsT = tf.tidy(() => topKTopPCandidates(s, p, ones).fits);
+  const fits = Array.from(await fitsT.data()).every((f) => f === 1);
+  fitsT.dispose();
   tf.dispose([s, ones, p.topKIndex, p.topP]);
   return { full_sort_ms: full, nucleus_candidates_ms: cands, nucleus_fits: fits };
 }
@@ -90,7 +100,7 @@ async function main(): Promise<void> {
   // Parameters touched per decode step: all matmul weights, the output projection included.
   const params = c.n_layer * 12 * c.n_embd * c.n_embd + c.vocab_size * c.n_embd;
 
-  const gflops = matmulGflops(c.n_embd);
+  const gflops = await matmulGflops(c.n_embd);
   const greedy = resolveParams({ max_new_tokens: N, do_sample: false }, { ...model.defaults, eos_token_id: [] });
   const rowsFor = (lens: number[]): RowRequest[] =>
     lens.map((L, i) => ({ promptIds: Array.from({ length: L }, (_, j) => (i * 977 + j * 31) % 50000), params: greedy }));
@@ -155,7 +165,7 @@ async function main(): Promise<void> {
   });
   for (const r of rows) if (r.what !== rows[rows.length - 1].what) r.vs_one_at_a_time = +((r.tokens_per_s as number) / baseTps).toFixed(2);
 
-  const topP = topPFilterMs(c.vocab_size);
+  const topP = await topPFilterMs(c.vocab_size);
   // The Llama family in the same run and table (their own models, loaded after GPT-2's is measured).
   rows.push(...(await familyRows()));
 

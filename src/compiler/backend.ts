@@ -1,17 +1,18 @@
 /**
- * The only place that chooses a tfjs backend. `BATCHGEN_BACKEND` (tensorflow | wasm | cpu) forces
- * one; otherwise the TensorFlow C library (tfjs-node-gpu, then tfjs-node) when installed, else wasm.
- * The tensorflow packages are optional dependencies: their install step downloads libtensorflow, so
- * they are loaded only if present, inside try/catch.
+ * The only place that chooses a tfjs backend. `BATCHGEN_BACKEND` (tensorflow | webgpu | wasm | cpu)
+ * forces one; otherwise the TensorFlow C library (tfjs-node-gpu, then tfjs-node) when installed,
+ * then webgpu when Dawn finds a real GPU (a software adapter would lose to wasm), else wasm.
+ * The tensorflow and webgpu packages are optional dependencies, loaded only if present.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
+import { gpuDevicePresent, installPipelineCounter, loadWebgpu, webgpuAdapter } from './webgpu.js';
 
 export { tf };
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
-const NAMES: BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+const NAMES: BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
 
 let chosen: Promise<BackendName> | null = null;
 
@@ -43,8 +44,10 @@ async function choose(requested: BackendName | undefined): Promise<BackendName> 
         );
       continue;
     }
+    if (name === 'webgpu' && !(await webgpuUsable(forced === 'webgpu'))) continue;
     if (await tf.setBackend(name)) {
       await tf.ready();
+      if (name === 'webgpu') installPipelineCounter();
       return name;
     }
     if (forced) throw new Error(`backend ${name} failed to initialise`);
@@ -52,10 +55,44 @@ async function choose(requested: BackendName | undefined): Promise<BackendName> 
   throw new Error('no tfjs backend could be initialised');
 }
 
+/** Forced: loads webgpu or throws why not. Automatic: only a real GPU adapter, and never throws. */
+async function webgpuUsable(forced: boolean): Promise<boolean> {
+  if (forced) {
+    await loadWebgpu();
+    return true;
+  }
+  // No GPU device node: nothing to probe (and Dawn's start-up and warnings are spared).
+  if (!gpuDevicePresent()) return false;
+  try {
+    return !(await loadWebgpu()).software;
+  } catch {
+    return false; // packages, Vulkan loader or adapter missing: the next backend
+  }
+}
+
 /** Picks and initialises the backend once per process; later calls return the same choice. */
 export function initBackend(requested?: BackendName): Promise<BackendName> {
   if (chosen === null) chosen = choose(requested);
   return chosen;
+}
+
+/**
+ * What runs the kernels of the chosen backend, for the worker's info metric: XNNPACK on wasm, Dawn
+ * and its adapter on webgpu, libtensorflow, or plain JavaScript.
+ */
+export function kernelProvider(): string {
+  switch (tf.getBackend()) {
+    case 'wasm':
+      return 'xnnpack';
+    case 'webgpu': {
+      const a = webgpuAdapter();
+      return `dawn${a ? ` (${a.description || a.vendor})` : ''}`;
+    }
+    case 'tensorflow':
+      return 'libtensorflow';
+    default:
+      return 'javascript';
+  }
 }
 
 /** Whether tensors of this backend live in memory that JS can write in place (wasm heap, cpu arrays). */

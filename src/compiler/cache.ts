@@ -22,12 +22,15 @@ export interface VariantCacheStats {
   evictions: number;
   bytes: number;
   variants: string[];
+  /** per cached variant: seconds its compile and warm-up took, and the pipelines it created (webgpu) */
+  compile: Record<string, { seconds: number; pipelines: number }>;
 }
 
 export class VariantCache {
   private readonly budget: number;
   private readonly entries = new Map<string, Promise<CompiledVariant>>(); // insertion order = LRU order
   private readonly sizes = new Map<string, number>();
+  private readonly compiled = new Map<string, { seconds: number; pipelines: number }>();
   private counts = { compiles: 0, hits: 0, evictions: 0 };
 
   constructor(private readonly opts: VariantCacheOptions = {}) {
@@ -51,6 +54,7 @@ export class VariantCache {
     try {
       const v = await pending;
       this.sizes.set(id, v.bytes);
+      this.compiled.set(id, { seconds: v.compileMs / 1000, pipelines: v.warmupPipelines.count });
       this.opts.onCompile?.(v);
       await this.evictOver(id);
       return v;
@@ -90,7 +94,10 @@ export class VariantCache {
   }
 
   stats(): VariantCacheStats {
-    return { ...this.counts, bytes: this.bytes(), variants: [...this.sizes.keys()] };
+    const compile = Object.fromEntries(
+      [...this.sizes.keys()].flatMap((id) => (this.compiled.has(id) ? [[id, this.compiled.get(id)!]] : [])),
+    );
+    return { ...this.counts, bytes: this.bytes(), variants: [...this.sizes.keys()], compile };
   }
 
   async dispose(): Promise<void> {

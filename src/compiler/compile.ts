@@ -104,6 +104,11 @@ export class CompiledVariant {
     return v;
   }
 
+  /** Compute pipelines its warm-up created (webgpu; 0 elsewhere) and the ms spent creating them. */
+  get warmupPipelines(): { count: number; ms: number } {
+    return this.scope.warmupPipelines;
+  }
+
   /** Bytes this variant holds on the device beyond the weights: the KV cache and per-step workspace. */
   get bytes(): number {
     const a = this.model.weights.arch;

@@ -7,20 +7,23 @@ import { VariantCache } from './cache.js';
 import type { CompiledVariant } from './compile.js';
 import { type DeviceModel, toDevice } from './family.js';
 import { readModelFolder } from './model-folder.js';
-import { checkFitsBackend } from './model-size.js';
+import { checkFitsBackend, largestTensors } from './model-size.js';
+import { deviceWeightBytes } from '../model/arch.js';
 import type { ModelFolder, RowRequest, RowResult } from './types.js';
+import { checkModelFits } from './webgpu.js';
 import { DEFAULT_BATCH_SIZES, checkBatchSizes, paddedBatchSize } from '../shared/batch-sizes.js';
 import { DEFAULT_BUCKET_POLICY, type BucketPolicy } from '../shared/buckets.js';
 import { compileKeyFor, keyId, type CompileKey } from '../shared/compile-key.js';
 import { checkModelName, modelNameForFolder } from '../shared/keys.js';
 import type { GenerationDefaults } from '../shared/params.js';
 
-export { initBackend, tf } from './backend.js';
+export { initBackend, kernelProvider, tf } from './backend.js';
 export type { BackendName } from './backend.js';
 export { VariantCache } from './cache.js';
 export type { VariantCacheOptions, VariantCacheStats } from './cache.js';
 export { CompiledVariant } from './compile.js';
-export { retraces, recentRetraces } from './shape-tracker.js';
+export { pipelinesAfterWarmup, retraces, recentRetraces } from './shape-tracker.js';
+export { pipelineStats } from './webgpu.js';
 export { makeModel } from './make-model.js';
 export { readModelFolder } from './model-folder.js';
 export type * from './types.js';
@@ -37,7 +40,12 @@ export class LoadedModel<F extends ModelFolder = ModelFolder> {
   static async load(dir: string, name = modelNameForFolder(dir)): Promise<LoadedModel> {
     checkModelName(name);
     const backend = await initBackend();
-    const folder = await readModelFolder(dir, (meta) => checkFitsBackend(meta.dir, meta.arch, backend));
+    // Sizes checked from config.json, before any weight is read: the wasm heap, or on webgpu the
+    // adapter's largest storage binding (one binding per tensor).
+    const folder = await readModelFolder(dir, (meta) => {
+      checkFitsBackend(meta.dir, meta.arch, backend);
+      checkModelFits(name, deviceWeightBytes(meta.arch), largestTensors(meta.arch));
+    });
     return new LoadedModel(name, folder, toDevice(folder));
   }
 

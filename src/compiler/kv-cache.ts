@@ -2,10 +2,23 @@
  * The static KV cache of one variant: per layer, keys [R, H, T, D] and values stored transposed
  * [R, H, D, T], with T = P + N. Allocated once when the variant is compiled; every write has a
  * fixed shape. On wasm and cpu the writes go straight into the tensors' memory (in place, no copy of
- * the cache); on other backends (tensorflow) a write builds the next cache tensor with `where`,
- * which keeps shapes fixed but allocates.
+ * the cache); on webgpu a small shader writes the step's slot into the cache buffer
+ * (webgpu-slot-write.ts); on tensorflow a write builds the next cache tensor with `where`, which
+ * keeps shapes fixed but copies the cache.
  */
 import { hostMemoryBackend, hostView, tf } from './backend.js';
+import { checkBindingLimit } from './webgpu.js';
+import { writeSlotWebgpu } from './webgpu-slot-write.js';
+
+/** How decode steps write the cache: into host memory, by a slot shader, or by a `where` copy. */
+export type CacheWrites = 'host' | 'slot' | 'functional';
+
+/** The write path of the current backend; BATCHGEN_CACHE_WRITES=functional forces `where` (tests compare). */
+export function cacheWritesFor(backend = tf.getBackend()): CacheWrites {
+  if (process.env.BATCHGEN_CACHE_WRITES === 'functional') return 'functional';
+  if (backend === 'webgpu') return 'slot';
+  return hostMemoryBackend() ? 'host' : 'functional';
+}
 
 interface LayerCache {
   k: tf.Tensor4D;
@@ -15,6 +28,7 @@ interface LayerCache {
 export class KvCache {
   private readonly layers: LayerCache[];
   private readonly inPlace: boolean;
+  readonly writes: CacheWrites;
   private scratch: Float32Array | null = null;
 
   constructor(
@@ -24,8 +38,9 @@ export class KvCache {
     readonly length: number,
     readonly headDim: number,
   ) {
-    // BATCHGEN_CACHE_WRITES=functional forces the path other backends take (tests compare the two).
-    this.inPlace = hostMemoryBackend() && process.env.BATCHGEN_CACHE_WRITES !== 'functional';
+    this.writes = cacheWritesFor();
+    this.inPlace = this.writes === 'host';
+    checkBindingLimit(rows * heads * length * headDim * 4, `one layer's KV cache [${rows}, ${heads}, ${length}, ${headDim}]`, 'variant');
     this.layers = Array.from({ length: nLayer }, () => ({
       k: tf.zeros([rows, heads, length, headDim]) as tf.Tensor4D,
       vt: tf.zeros([rows, heads, headDim, length]) as tf.Tensor4D,
@@ -81,6 +96,11 @@ export class KvCache {
         const dBase = rh * D * T + slot;
         for (let d = 0; d < D; d++) vd[dBase + d * T] = vs[src + d];
       }
+      return;
+    }
+    if (this.writes === 'slot') {
+      writeSlotWebgpu(L.k, k, slot, false);
+      writeSlotWebgpu(L.vt, v, slot, true);
       return;
     }
     const at = tf.cast(tf.reshape(tf.oneHot(tf.tensor1d([slot], 'int32'), T), [T]), 'bool');

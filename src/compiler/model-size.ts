@@ -40,3 +40,18 @@ export function checkFitsBackend(dir: string, arch: ModelArch, backend: BackendN
   const problem = backendSizeProblem(arch, backend);
   if (problem) throw new ModelFormatError(`${dir}/config.json`, problem);
 }
+
+/**
+ * The device's largest tensors, by name and shape: the embedding, the output projection (stored
+ * transposed), the position table (GPT-2) and the MLP's matrices. webgpu binds each tensor as one
+ * storage buffer, so the largest must fit the adapter's binding limit.
+ */
+export function largestTensors(a: ModelArch): [string, number[]][] {
+  const list: [string, number[]][] = [
+    ['embedding', [a.vocabSize, a.hidden]],
+    ['lm_head (transposed)', [a.hidden, a.vocabSize]],
+    ['mlp', [a.hidden, a.intermediate]],
+  ];
+  if (a.family === 'gpt2') list.push(['wpe', [a.contextLength, a.hidden]]);
+  return list;
+}

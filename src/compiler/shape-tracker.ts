@@ -2,20 +2,46 @@
  * The retrace counter. Every tfjs kernel call goes through `engine.runKernel`; while a variant is
  * being warmed up, the tracker records each call's signature (kernel, input shapes and dtypes,
  * attributes). After warm-up, a signature the variant has not seen is a retrace: on the tensorflow
- * backend it is a new kernel compilation, on wasm a new XNNPACK operator or allocation pattern.
- * The cost is one string per kernel call, cheap enough to stay on in production.
+ * backend at most a new kernel set-up (its eager kernels are cached by op attributes, not shapes),
+ * on wasm a new XNNPACK operator or allocation pattern.
+ * On webgpu it also counts compute pipelines created (WGSL compiled) while a warmed variant runs:
+ * a true recompilation. The cost is one string per kernel call, cheap enough to stay on in production.
  */
 import { tf } from './backend.js';
+import { onPipelineCreated } from './webgpu.js';
 
 interface Scope {
   seen: Set<string>;
   warming: boolean;
+  /** pipelines created, and ms spent creating them, during this scope's warm-up */
+  pipelines: number;
+  pipelineMs: number;
 }
 
 let active: Scope | null = null;
 let installed = false;
 let retraceTotal = 0;
+let pipelinesAfter = 0;
 const recent: string[] = [];
+
+function countRetrace(what: string): void {
+  retraceTotal += 1;
+  recent.push(what);
+  if (recent.length > 20) recent.shift();
+}
+
+// Pipeline creation is synchronous inside a kernel call, so `active` is the variant that caused it.
+onPipelineCreated((ms, label) => {
+  const scope = active;
+  if (scope === null) return;
+  if (scope.warming) {
+    scope.pipelines += 1;
+    scope.pipelineMs += ms;
+  } else {
+    pipelinesAfter += 1;
+    countRetrace(`pipeline ${label}`);
+  }
+});
 
 function signature(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown> | undefined): string {
   let s = kernel;
@@ -41,9 +67,7 @@ function install(): void {
       if (scope.warming) scope.seen.add(sig);
       else if (!scope.seen.has(sig)) {
         scope.seen.add(sig); // count each new signature once
-        retraceTotal += 1;
-        recent.push(sig);
-        if (recent.length > 20) recent.shift();
+        countRetrace(sig);
       }
     }
     return original(name, inputs, attrs);
@@ -52,7 +76,7 @@ function install(): void {
 
 /** One variant's set of known kernel signatures. */
 export class ShapeScope {
-  private readonly scope: Scope = { seen: new Set(), warming: true };
+  private readonly scope: Scope = { seen: new Set(), warming: true, pipelines: 0, pipelineMs: 0 };
   constructor() {
     install();
   }
@@ -72,11 +96,23 @@ export class ShapeScope {
   get signatures(): number {
     return this.scope.seen.size;
   }
+  /** Pipelines this variant's warm-up created (webgpu; 0 elsewhere), and the ms they took. */
+  get warmupPipelines(): { count: number; ms: number } {
+    return { count: this.scope.pipelines, ms: this.scope.pipelineMs };
+  }
 }
 
-/** Kernel signatures first seen after their variant's warm-up, in this process. Must stay 0. */
+/**
+ * Kernel signatures first seen after their variant's warm-up, plus pipelines created after it
+ * (webgpu), in this process. Must stay 0.
+ */
 export function retraces(): number {
   return retraceTotal;
+}
+
+/** Compute pipelines created while a warmed variant ran (webgpu). Must stay 0. */
+export function pipelinesAfterWarmup(): number {
+  return pipelinesAfter;
 }
 
 /** The last few signatures that counted as retraces, for error reports. */

@@ -33,12 +33,19 @@ export interface EngineStats {
   tensors?: number;
   /** bytes of live tfjs tensors, `tf.memory().numBytes` (0 or absent without tfjs) */
   tensorBytes?: number;
+  /** compute pipelines created in this process (webgpu; 0 elsewhere), and those after a warm-up (must stay 0) */
+  pipelines?: number;
+  pipelinesAfterWarmup?: number;
+  /** per cached variant id: seconds its compile and warm-up took */
+  variantCompileSeconds?: Record<string, number>;
 }
 
 export interface Engine {
   readonly kind: 'compiler' | 'noop';
   /** The tfjs backend in use ('none' for noop). */
   readonly backend: string;
+  /** What runs its kernels: xnnpack, dawn (adapter), libtensorflow, javascript ('none' for noop). */
+  readonly kernelProvider: string;
   loadModel(spec: ModelSpec): Promise<EngineModel>;
   /** Compiles and warms one variant (a miss in the cache) or returns the cached one. */
   compile(model: EngineModel, key: CompileKey, batchSize: number): Promise<EngineVariant>;
@@ -68,6 +75,7 @@ export async function createCompilerEngine(opts: EngineOptions = {}): Promise<En
   return {
     kind: 'compiler',
     backend,
+    kernelProvider: c.kernelProvider(),
     async loadModel(spec) {
       const m = await c.loadModel(spec.dir, spec.name);
       loaded.set(spec.name, m);
@@ -98,6 +106,9 @@ export async function createCompilerEngine(opts: EngineOptions = {}): Promise<En
         bytes: s.bytes,
         tensors: mem.numTensors,
         tensorBytes: mem.numBytes,
+        pipelines: c.pipelineStats().created,
+        pipelinesAfterWarmup: c.pipelinesAfterWarmup(),
+        variantCompileSeconds: Object.fromEntries(Object.entries(s.compile).map(([id, v]) => [id, v.seconds])),
       };
     },
     async dispose() {
@@ -114,6 +125,7 @@ export async function createNoopEngine(): Promise<Engine> {
   return {
     kind: 'noop',
     backend: 'none',
+    kernelProvider: 'none',
     async loadModel(spec) {
       const info = await loadModelInfo(spec);
       return {

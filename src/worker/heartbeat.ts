@@ -18,6 +18,8 @@ export interface WorkerStats {
   state: BatchState;
   engine?: string;
   backend?: string;
+  /** what runs the backend's kernels (xnnpack, dawn (adapter), ...) */
+  kernel_provider?: string;
   models: string[];
   keys: string[];
   /** keys whose last compile failed here (tried again after a while) */
@@ -28,6 +30,9 @@ export interface WorkerStats {
   batch_sizes: number[];
   compiles: number;
   retraces: number;
+  /** compute pipelines created (webgpu), and those created after a warm-up (must stay 0) */
+  pipelines: number;
+  pipelines_after_warmup: number;
   evictions: number;
   jobs_completed: number;
   jobs_failed: number;
@@ -48,6 +53,8 @@ export interface WorkerStats {
   assigned: boolean;
   /** per key: seconds its last compile and warm-up of every batch size took here */
   compile_s: Record<string, number>;
+  /** per cached variant: seconds its compile and warm-up took here */
+  variant_compile_s: Record<string, number>;
   /** per key: what its batches here served, per second of busy time */
   service: Record<string, KeyService>;
   /** per held key: device bytes of its variants */
@@ -133,6 +140,7 @@ export function workerStats(s: StatsSources): WorkerStats {
     state: s.state,
     engine: s.engine?.kind,
     backend: s.engine?.backend,
+    kernel_provider: s.engine?.kernelProvider,
     models: s.models,
     keys: s.holder?.ids() ?? [],
     ...(s.holder?.book.report() ?? { compile_failed: [], refused: [] }),
@@ -140,6 +148,8 @@ export function workerStats(s: StatsSources): WorkerStats {
     batch_sizes: s.batchSizes,
     compiles: e?.compiles ?? 0,
     retraces: e?.retraces ?? 0,
+    pipelines: e?.pipelines ?? 0,
+    pipelines_after_warmup: e?.pipelinesAfterWarmup ?? 0,
     evictions: e?.evictions ?? 0,
     jobs_completed: m.jobsCompleted.total(),
     jobs_failed: m.jobsFailed.total(),
@@ -158,6 +168,7 @@ export function workerStats(s: StatsSources): WorkerStats {
     updated_at: now,
     assigned: s.assigned,
     compile_s: s.holder?.compileReport() ?? {},
+    variant_compile_s: e?.variantCompileSeconds ?? {},
     service: s.service.report(),
     key_bytes: s.holder?.bytesReport() ?? {},
     budget_bytes: s.budgetBytes,

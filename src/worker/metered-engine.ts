@@ -23,6 +23,9 @@ export function meteredEngine(engine: Engine, m: CompileCounters): Engine {
     get backend() {
       return engine.backend;
     },
+    get kernelProvider() {
+      return engine.kernelProvider;
+    },
     loadModel: (spec) => engine.loadModel(spec),
     async compile(model, key, batchSize) {
       const before = engine.stats().compiles;

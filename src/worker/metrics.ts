@@ -94,6 +94,22 @@ export function observeBatch(m: WorkerMetrics, key: string, b: BatchObservation)
 function engineGauges(r: MetricsRegistry, src: MetricSources): void {
   const stats = () => src.engine()?.stats();
   r.counterFrom('batchgen_retraces_total', 'Compilations or new kernel shapes after warm-up (must stay 0)', () => stats()?.retraces ?? 0);
+  r.counterFrom(
+    'batchgen_pipelines_total',
+    'Compute pipelines created (webgpu: WGSL compiled; 0 on other backends)',
+    () => stats()?.pipelines ?? 0,
+  );
+  r.counterFrom(
+    'batchgen_pipelines_after_warmup_total',
+    'Compute pipelines created while a warmed variant ran (webgpu; counted in retraces too, must stay 0)',
+    () => stats()?.pipelinesAfterWarmup ?? 0,
+  );
+  r.gauge(
+    'batchgen_variant_compile_seconds',
+    'Seconds the compile and warm-up of each cached variant took',
+    () => Object.entries(stats()?.variantCompileSeconds ?? {}).map(([variant, value]) => ({ labels: { variant }, value })),
+    ['variant'],
+  );
   r.counterFrom('batchgen_variant_evictions_total', 'Variants evicted from the compile cache', () => stats()?.evictions ?? 0);
   r.counterFrom('batchgen_busy_seconds_total', 'Seconds spent processing batches', () => src.busyMs() / 1000);
   r.gauge('batchgen_variant_cache_bytes', 'Device bytes held by compiled variants (KV caches and workspace)', () => stats()?.bytes ?? 0);
@@ -123,6 +139,15 @@ function workerGauges(r: MetricsRegistry, src: MetricSources): void {
       return [{ labels: { worker: src.worker, engine: e?.kind ?? 'none', backend: e?.backend ?? 'none' }, value: 1 }];
     },
     ['worker', 'engine', 'backend'],
+  );
+  r.gauge(
+    'batchgen_backend_info',
+    'Always 1; the labels name the tfjs backend and what runs its kernels',
+    () => {
+      const e = src.engine();
+      return [{ labels: { backend: e?.backend ?? 'none', kernel_provider: e?.kernelProvider ?? 'none' }, value: 1 }];
+    },
+    ['backend', 'kernel_provider'],
   );
 }
 

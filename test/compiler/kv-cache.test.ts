@@ -27,7 +27,7 @@ after(async () => {
   untied.dispose();
 });
 
-test('logits after every decode step equal a full recompute (3 rows of different lengths, left padded)', () => {
+test('logits after every decode step equal a full recompute (3 rows of different lengths, left padded)', async () => {
   for (const m of [tied, untied]) {
     const ref = refOf(m);
     const prompts = [randomIds(5, 1), randomIds(16, 2), randomIds(1, 3)];
@@ -36,7 +36,7 @@ test('logits after every decode step equal a full recompute (3 rows of different
     // logits at step t are the full recompute over prompt + the first t fed tokens.
     const greedy = prompts.map((p) => referenceGreedy(ref, p, { maxNewTokens: STEPS + 1 }));
     const feed = greedy.map((g) => g.tokens.slice(0, STEPS));
-    const got = forwardSteps(m, prompts, 16, feed);
+    const got = await forwardSteps(m, prompts, 16, feed);
     assert.equal(got.length, STEPS + 1);
     // spot check that the greedy's logits are the plain forward over the sequence
     assert.deepEqual(greedy[0].logits[3], referenceLogits(ref, [...prompts[0], ...feed[0].slice(0, 3)]));
@@ -54,12 +54,12 @@ test('logits after every decode step equal a full recompute (3 rows of different
   }
 });
 
-test('the cache does not leak between rows: a row gives the same logits whatever its neighbours feed', () => {
+test('the cache does not leak between rows: a row gives the same logits whatever its neighbours feed', async () => {
   const m = untied;
   const p = randomIds(7, 9);
   const feed = referenceGreedy(refOf(m), p, { maxNewTokens: 8 }).tokens;
-  const alone = forwardSteps(m, [p], 16, [feed]);
-  const among = forwardSteps(m, [randomIds(16, 10), p, randomIds(2, 11)], 16, [randomIds(8, 12), feed, randomIds(8, 13)]);
+  const alone = await forwardSteps(m, [p], 16, [feed]);
+  const among = await forwardSteps(m, [randomIds(16, 10), p, randomIds(2, 11)], 16, [randomIds(8, 12), feed, randomIds(8, 13)]);
   for (let t = 0; t <= 8; t++) assert.ok(relativeError(among[t][1], alone[t][0]) < 1e-5, `step ${t}`);
 });
 
@@ -76,14 +76,14 @@ test('greedy generation through the cache equals the full-recompute greedy, over
   }
 });
 
-test('the cache is allocated once with fixed shapes and written in place (no growth), and nothing is left behind', () => {
+test('the cache is allocated once with fixed shapes and written in place (no growth), and nothing is left behind', async () => {
   const m = tied;
   const c = m.folder.config;
   const before = tf.memory().numTensors;
   const P = 16;
   const steps = 6;
   let first: { k: tf.Tensor; vt: tf.Tensor }[] = [];
-  forwardSteps(m, [randomIds(4, 5), randomIds(9, 6)], P, [randomIds(steps, 7), randomIds(steps, 8)], (kv, step) => {
+  await forwardSteps(m, [randomIds(4, 5), randomIds(9, 6)], P, [randomIds(steps, 7), randomIds(steps, 8)], (kv, step) => {
     const layers = Array.from({ length: c.n_layer }, (_, i) => ({ ...kv.layer(i) }));
     if (step === 0) first = layers;
     layers.forEach((L, i) => {

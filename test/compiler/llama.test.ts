@@ -67,13 +67,13 @@ test('the test models are the shapes they claim: GQA ratios, llama3 bands, Qwen2
 });
 
 for (const name of ['llama41', 'llama21', 'qwen2', 'mistral'] as const) {
-  test(`${name}: prefill logits match the float64 reference within 1e-4 relative, batched and alone`, () => {
+  test(`${name}: prefill logits match the float64 reference within 1e-4 relative, batched and alone`, async () => {
     const m = models[name];
     const ps = prompts.get(m)!;
-    const batched = forwardSteps(m, ps, 16, [])[0];
-    ps.forEach((p, r) => {
+    const batched = (await forwardSteps(m, ps, 16, []))[0];
+    for (const [r, p] of ps.entries()) {
       const want = llamaReferenceLogits(llamaRefOf(m), p);
-      const alone = forwardSteps(m, [p], p.length, [])[0][0];
+      const alone = (await forwardSteps(m, [p], p.length, []))[0][0];
       for (const [how, got] of [
         ['batched', batched[r]],
         ['alone', alone],
@@ -82,14 +82,14 @@ for (const name of ['llama41', 'llama21', 'qwen2', 'mistral'] as const) {
         assert.ok(rel < TOL, `${name}, prompt ${r} (${how}): relative error ${rel.toExponential(2)}`);
         assert.equal(argmax(got), argmax(want), `${name}, prompt ${r} (${how}): argmax`);
       }
-    });
+    }
   });
 
-  test(`${name}: decode steps over the KV cache match a full recompute at every step`, () => {
+  test(`${name}: decode steps over the KV cache match a full recompute at every step`, async () => {
     const m = models[name];
     const ps = prompts.get(m)!.slice(0, 3);
     const feed = ps.map((_, r) => randomIds(6, 40 + r, 0, 50000));
-    const got = forwardSteps(m, ps, 16, feed);
+    const got = await forwardSteps(m, ps, 16, feed);
     for (let t = 0; t <= 6; t++) {
       ps.forEach((p, r) => {
         const want = llamaReferenceLogits(llamaRefOf(m), [...p, ...feed[r].slice(0, t)]);
@@ -121,10 +121,10 @@ for (const name of ['llama41', 'llama21', 'qwen2', 'mistral'] as const) {
   });
 }
 
-test('the forward depends on what it claims: rope scaling, biases and the untied head each change the logits', () => {
+test('the forward depends on what it claims: rope scaling, biases and the untied head each change the logits', async () => {
   const l = models.llama41;
   const p = prompts.get(l)![2];
-  const got = forwardSteps(l, [p], p.length, [])[0][0];
+  const got = (await forwardSteps(l, [p], p.length, []))[0][0];
   const ref = llamaRefOf(l);
   assert.ok(
     relativeError(got, llamaReferenceLogits({ ...ref, config: { ...ref.config, rope_scaling: null } }, p)) > 1e-3,
@@ -136,7 +136,7 @@ test('the forward depends on what it claims: rope scaling, biases and the untied
   );
   const q = models.qwen2;
   const qp = prompts.get(q)![2];
-  const qgot = forwardSteps(q, [qp], qp.length, [])[0][0];
+  const qgot = (await forwardSteps(q, [qp], qp.length, []))[0][0];
   const qref = llamaRefOf(q);
   const noBias = { ...qref.weights, blocks: qref.weights.blocks.map((b) => ({ ...b, qB: null, kB: null, vB: null })) };
   assert.ok(relativeError(qgot, llamaReferenceLogits({ ...qref, weights: noBias }, qp)) > 1e-3, 'q/k/v biases ignored?');

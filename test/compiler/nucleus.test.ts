@@ -46,12 +46,12 @@ function params(rows: { k: number; p: number }[]): { p: RowParamTensors; off: tf
   };
 }
 
-function kept(t: tf.Tensor2D): number[][] {
-  const a = t.arraySync();
+async function kept(t: tf.Tensor2D): Promise<number[][]> {
+  const a = await t.array();
   return a.map((row) => row.flatMap((x, i) => (x > MASKED / 2 ? [i] : [])));
 }
 
-test('rows that fit keep exactly what the full sort keeps', () => {
+test('rows that fit keep exactly what the full sort keeps', async () => {
   // Sharp rows: their nuclei are a handful of tokens; top_k ≤ candidates always fits.
   const rows = [
     { k: 0, p: 0.9 },
@@ -64,14 +64,14 @@ test('rows that fit keep exactly what the full sort keeps', () => {
   const { p, off } = params(rows);
   const fast = topKTopPCandidates(s, p, off);
   const full = topKTopP(p)(s);
-  assert.deepEqual(Array.from(fast.fits.dataSync()), [1, 1, 1, 1, 1]);
-  assert.deepEqual(kept(fast.filtered), kept(full));
-  const sizes = kept(full).map((k) => k.length);
+  assert.deepEqual(Array.from(await fast.fits.data()), [1, 1, 1, 1, 1]);
+  assert.deepEqual(await kept(fast.filtered), await kept(full));
+  const sizes = (await kept(full)).map((k) => k.length);
   assert.ok(sizes[0] > 1 && sizes[0] < NUCLEUS_CANDIDATES, `nucleus size ${sizes[0]}`);
   assert.equal(sizes[3], 900);
 });
 
-test('rows whose kept set reaches past the candidates are flagged, never silently cut', () => {
+test('rows whose kept set reaches past the candidates are flagged, never silently cut', async () => {
   const rows = [
     { k: 0, p: 0.9 }, // a flat row: its nucleus is most of the vocabulary
     { k: 2000, p: 1 }, // top_k beyond the candidates
@@ -80,6 +80,6 @@ test('rows whose kept set reaches past the candidates are flagged, never silentl
   const s = scores([1, 1, 1]);
   const { p, off } = params(rows);
   const fast = topKTopPCandidates(s, p, off);
-  assert.deepEqual(Array.from(fast.fits.dataSync()), [0, 0, 0]);
-  assert.ok(kept(topKTopP(p)(s))[0].length > NUCLEUS_CANDIDATES);
+  assert.deepEqual(Array.from(await fast.fits.data()), [0, 0, 0]);
+  assert.ok((await kept(topKTopP(p)(s)))[0].length > NUCLEUS_CANDIDATES);
 });

@@ -54,13 +54,13 @@ after(async () => {
   for (const m of [tied, untied, f16, bf16]) m.dispose();
 });
 
-function assertLogitsMatch(m: LoadedModel, ref: RefModel, label: string): void {
+async function assertLogitsMatch(m: LoadedModel, ref: RefModel, label: string): Promise<void> {
   const ps = prompts.get(m)!;
   // All prompts in one left-padded batch (bucket 16), then each alone at its exact length.
-  const batched = forwardSteps(m, ps, 16, [])[0];
-  ps.forEach((p, r) => {
+  const batched = (await forwardSteps(m, ps, 16, []))[0];
+  for (const [r, p] of ps.entries()) {
     const want = referenceLogits(ref, p);
-    const alone = forwardSteps(m, [p], p.length, [])[0][0];
+    const alone = (await forwardSteps(m, [p], p.length, []))[0][0];
     for (const [how, got] of [
       ['batched', batched[r]],
       ['alone', alone],
@@ -69,7 +69,7 @@ function assertLogitsMatch(m: LoadedModel, ref: RefModel, label: string): void {
       assert.ok(rel < TOL, `${label}, prompt ${r} (${how}): relative error ${rel.toExponential(2)} ≥ ${TOL}`);
       assert.equal(argmax(got), argmax(want), `${label}, prompt ${r} (${how}): argmax`);
     }
-  });
+  }
 }
 
 async function assertGreedyMatches(m: LoadedModel, label: string, maxNewTokens = 16, penalties = [1, 1.3]): Promise<void> {
@@ -87,19 +87,19 @@ async function assertGreedyMatches(m: LoadedModel, label: string, maxNewTokens =
   }
 }
 
-test('prefill logits match the reference within 1e-4 relative (tied lm_head), batched and alone', () => {
-  assertLogitsMatch(tied, refOf(tied), 'tied');
+test('prefill logits match the reference within 1e-4 relative (tied lm_head), batched and alone', async () => {
+  await assertLogitsMatch(tied, refOf(tied), 'tied');
 });
 
-test('a model with its own lm_head uses it: logits match the reference with lm_head, not with wte', () => {
+test('a model with its own lm_head uses it: logits match the reference with lm_head, not with wte', async () => {
   const w = untied.folder.weights;
   assert.ok(w.lmHead !== null, 'lm_head.weight was not loaded');
   assert.notDeepEqual(w.lmHead!.subarray(0, 64), w.wte.subarray(0, 64));
-  assertLogitsMatch(untied, refOf(untied), 'untied');
+  await assertLogitsMatch(untied, refOf(untied), 'untied');
   // The same model with the head tied to wte gives other logits: the check above can tell them apart.
   const p = prompts.get(untied)![0];
   const asTied = referenceLogits({ config: untied.folder.config, weights: { ...w, lmHead: null } }, p);
-  const got = forwardSteps(untied, [p], p.length, [])[0][0];
+  const got = (await forwardSteps(untied, [p], p.length, []))[0][0];
   assert.ok(relativeError(got, asTied) > 0.5, 'device logits look like the tied head');
 });
 
@@ -163,7 +163,7 @@ test('F16 and BF16 folders load within their rounding of the F32 weights, and ma
       }
       assert.ok(same < got.length, `${m.name} ${name}: identical to F32, not rounded at all`);
     }
-    assertLogitsMatch(m, refOf(m), m.name);
+    await assertLogitsMatch(m, refOf(m), m.name);
     await assertGreedyMatches(m, m.name, 12, [1.3]);
   }
 });

@@ -59,13 +59,13 @@ function keptSet(row: ArrayLike<number>): number[] {
   return out;
 }
 
-function rowsOf(t: tf.Tensor2D): Float32Array[] {
+async function rowsOf(t: tf.Tensor2D): Promise<Float32Array[]> {
   const [R, V] = t.shape;
-  const d = t.dataSync() as Float32Array;
+  const d = (await t.data()) as Float32Array;
   return Array.from({ length: R }, (_, r) => d.slice(r * V, (r + 1) * V));
 }
 
-test('topKTopP keeps, per row, exactly what HF TopK then TopP keep (different k and p in one batch)', () => {
+test('topKTopP keeps, per row, exactly what HF TopK then TopP keep (different k and p in one batch)', async () => {
   const V = 300;
   const cases = [
     { k: 0, p: 1 },
@@ -83,7 +83,7 @@ test('topKTopP keeps, per row, exactly what HF TopK then TopP keep (different k 
   const p = rowParams(cases, V);
   const s = tf.tensor2d(raw, [R, V]);
   const out = tf.tidy(() => logits.topKTopP(p)(s));
-  const got = rowsOf(out);
+  const got = await rowsOf(out);
   cases.forEach((c, r) => {
     const row = Float64Array.from(raw.subarray(r * V, (r + 1) * V));
     const want = hfTopP(hfTopK(row, c.k), c.p);
@@ -94,7 +94,7 @@ test('topKTopP keeps, per row, exactly what HF TopK then TopP keep (different k 
   assert.equal(tf.memory().numTensors, before);
 });
 
-test('topKOnly (the top-k fast path) keeps what HF TopK keeps, with top_k 0 meaning off', () => {
+test('topKOnly (the top-k fast path) keeps what HF TopK keeps, with top_k 0 meaning off', async () => {
   const V = 500;
   const ks = [1, 2, 10, 64, 0, 33];
   const R = ks.length;
@@ -109,7 +109,7 @@ test('topKOnly (the top-k fast path) keeps what HF TopK keeps, with top_k 0 mean
   ) as tf.Tensor2D;
   const s = tf.tensor2d(raw, [R, V]);
   const out = tf.tidy(() => logits.topKOnly(p, off)(s));
-  const got = rowsOf(out);
+  const got = await rowsOf(out);
   ks.forEach((k, r) => {
     const want = hfTopK(Float64Array.from(raw.subarray(r * V, (r + 1) * V)), k);
     assert.deepEqual(keptSet(got[r]), keptSet(want), `row ${r} (top_k ${k})`);
@@ -117,7 +117,7 @@ test('topKOnly (the top-k fast path) keeps what HF TopK keeps, with top_k 0 mean
   tf.dispose([out, s, off, ...Object.values(p)]);
 });
 
-test('top_p restricts sampling to the nucleus of a distribution we choose', () => {
+test('top_p restricts sampling to the nucleus of a distribution we choose', async () => {
   // probabilities 0.5, 0.3, 0.1, 0.06, 0.04 (ascending cumulative: 0.04, 0.10, 0.20, 0.50, 1)
   const probs = [0.5, 0.3, 0.1, 0.06, 0.04];
   const V = probs.length;
@@ -137,7 +137,7 @@ test('top_p restricts sampling to the nucleus of a distribution we choose', () =
   );
   const s = tf.tensor2d(raw, [R, V]);
   const filtered = tf.tidy(() => logits.topKTopP(p)(s));
-  const got = rowsOf(filtered);
+  const got = await rowsOf(filtered);
   nuclei.forEach(([tp, keep], r) => {
     assert.deepEqual(keptSet(got[r]), keep, `top_p ${tp}`);
     assert.deepEqual(keptSet(hfTopP(Float64Array.from(raw.subarray(r * V, (r + 1) * V)), tp)), keep, `reference, top_p ${tp}`);
@@ -149,7 +149,7 @@ test('top_p restricts sampling to the nucleus of a distribution we choose', () =
     const us = Array.from({ length: U }, (_, i) => (i + 0.5) / U);
     const rowScores = tf.tensor2d(Array.from({ length: U }, () => Array.from(got[r])));
     const picked = tf.tidy(() => logits.sampleRows(rowScores as tf.Tensor2D, tf.tensor2d(us, [U, 1]) as tf.Tensor2D));
-    for (const x of picked.dataSync()) counts[x]++;
+    for (const x of await picked.data()) counts[x]++;
     tf.dispose([picked, rowScores]);
     const keep = nuclei[r][1];
     const mass = keep.reduce((a, i) => a + probs[i], 0);
@@ -165,7 +165,7 @@ test('top_p restricts sampling to the nucleus of a distribution we choose', () =
   tf.dispose([filtered, s, ...Object.values(p)]);
 });
 
-test('sampleRows is the inverse CDF: chosen uniforms give the expected tokens', () => {
+test('sampleRows is the inverse CDF: chosen uniforms give the expected tokens', async () => {
   const probs = [0.1, 0.2, 0.3, 0.4];
   const cases: [number, number][] = [
     [0.05, 0],
@@ -181,13 +181,13 @@ test('sampleRows is the inverse CDF: chosen uniforms give the expected tokens', 
   const u = tf.tensor2d(cases.map(([x]) => [x]));
   const picked = tf.tidy(() => logits.sampleRows(s as tf.Tensor2D, u as tf.Tensor2D));
   assert.deepEqual(
-    Array.from(picked.dataSync()),
+    Array.from(await picked.data()),
     cases.map(([, want]) => want),
   );
   tf.dispose([s, u, picked]);
 });
 
-test('sampleRows never draws a token of probability zero, even with a uniform of exactly 0', () => {
+test('sampleRows never draws a token of probability zero, even with a uniform of exactly 0', async () => {
   // RowRng can return exactly 0 (one draw in 2^32); masked tokens must still never come out.
   const M = logits.MASKED;
   const s = tf.tensor2d([
@@ -197,11 +197,11 @@ test('sampleRows never draws a token of probability zero, even with a uniform of
   ]);
   const u = tf.tensor2d([[0], [0], [0.999999]]);
   const picked = tf.tidy(() => logits.sampleRows(s as tf.Tensor2D, u as tf.Tensor2D));
-  assert.deepEqual(Array.from(picked.dataSync()), [1, 3, 3]);
+  assert.deepEqual(Array.from(await picked.data()), [1, 3, 3]);
   tf.dispose([s, u, picked]);
 });
 
-test('temperature divides the scores per row', () => {
+test('temperature divides the scores per row', async () => {
   const p = rowParams(
     [
       { k: 0, p: 1, temperature: 0.5 },
@@ -214,7 +214,7 @@ test('temperature divides the scores per row', () => {
     [1, -2, 4],
   ]);
   const out = tf.tidy(() => logits.temperature(p.invTemperature)(s as tf.Tensor2D));
-  assert.deepEqual(Array.from(out.dataSync()), [2, -4, 8, 0.5, -1, 2]);
+  assert.deepEqual(Array.from(await out.data()), [2, -4, 8, 0.5, -1, 2]);
   tf.dispose([out, s, ...Object.values(p)]);
 });
 

@@ -116,13 +116,13 @@ export function randomIds(n: number, seed: number, lo = 0, hi = 50000): number[]
  * positions. Returns the logits after the prompt and after each fed token: out[step][row] (length V).
  * `inspect` sees the cache after the prefill (step 0) and after each decode step.
  */
-export function forwardSteps(
+export async function forwardSteps(
   m: LoadedModel,
   prompts: number[][],
   P: number,
   feed: number[][],
   inspect?: (cache: KvCache, step: number) => void,
-): Float32Array[][] {
+): Promise<Float32Array[][]> {
   const a = m.folder.arch;
   const R = prompts.length;
   const steps = feed[0]?.length ?? 0;
@@ -142,7 +142,7 @@ export function forwardSteps(
     const first = tf.tidy(() =>
       m.weights.prefill(cache, tf.tensor2d(ids, [R, P], 'int32'), tf.tensor2d(pos, [R, P], 'int32'), tf.tensor4d(bias, [R, 1, P, P])),
     );
-    out.push(split(first.dataSync() as Float32Array));
+    out.push(split((await first.data()) as Float32Array));
     first.dispose();
     inspect?.(cache, 0);
     for (let t = 0; t < steps; t++) {
@@ -159,7 +159,7 @@ export function forwardSteps(
           tf.tensor3d(packed.decodeBias, [R, 1, T]),
         ),
       );
-      out.push(split(logits.dataSync() as Float32Array));
+      out.push(split((await logits.data()) as Float32Array));
       logits.dispose();
       inspect?.(cache, t + 1);
     }

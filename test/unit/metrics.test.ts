@@ -124,9 +124,19 @@ function fakeSources() {
   const s = {
     queueDown: false,
     stat: { key: 'tiny:p16:n16:greedy', waiting: 3, active: 2, delayed: 1, oldestAgeSeconds: 4.5 } as QueueStat,
-    engineStats: { compiles: 4, retraces: 0, evictions: 0, bytes: 1024, tensors: 12, tensorBytes: 4096 },
+    engineStats: {
+      compiles: 4,
+      retraces: 0,
+      evictions: 0,
+      bytes: 1024,
+      tensors: 12,
+      tensorBytes: 4096,
+      pipelines: 57,
+      pipelinesAfterWarmup: 0,
+      variantCompileSeconds: { 'tiny:p16:n16:greedy:b4': 2.5 },
+    },
   };
-  const engine = { kind: 'noop', backend: 'none', stats: () => s.engineStats } as unknown as Engine;
+  const engine = { kind: 'noop', backend: 'none', kernelProvider: 'xnnpack', stats: () => s.engineStats } as unknown as Engine;
   const sources: MetricSources = {
     worker: 'w1',
     state: () => 'running',
@@ -171,8 +181,12 @@ test('worker registry: engine, state, key and queue series from their sources; a
       at('batchgen_tfjs_memory_bytes'),
       at('batchgen_variant_cache_bytes'),
       at('batchgen_worker_info{worker="w1",engine="noop",backend="none"}'),
+      at('batchgen_backend_info{backend="none",kernel_provider="xnnpack"}'),
+      at('batchgen_pipelines_total'),
+      at('batchgen_pipelines_after_warmup_total'),
+      at('batchgen_variant_compile_seconds{variant="tiny:p16:n16:greedy:b4"}'),
     ],
-    [1, 0, 1.5, 12, 4096, 1024, 1],
+    [1, 0, 1.5, 12, 4096, 1024, 1, 1, 57, 0, 2.5],
   );
   assert.deepEqual(
     [
