@@ -1,5 +1,5 @@
 /**
- * The compiler's parity, invariance and retrace tests again, on the webgpu backend: each file in a
+ * The compiler's parity, invariance and retrace tests again, and the Llama family's forward, on the webgpu backend: each file in a
  * child process with BATCHGEN_BACKEND=webgpu (the backend is chosen once per process). Patterns
  * leave out what does not depend on the backend (F16/BF16 loading) and invariance's sampling cases,
  * whose full sorts of a 50257-token vocabulary take minutes on a software adapter (webgpu.test.ts
@@ -21,6 +21,8 @@ const SUITES: [file: string, pattern: string | null][] = [
   ['parity.test.js', '^(?!F16)'],
   ['invariance.test.js', '^greedy'],
   ['retrace.test.js', null],
+  // The Llama family's forward (rotary, grouped-query attention, the KV heads' cache) on webgpu.
+  ['llama.test.js', '^(llama41|qwen2): (prefill|decode)'],
 ];
 
 for (const [file, pattern] of SUITES) {
