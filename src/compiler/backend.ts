@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
+import { installKernels } from './native/provider.js';
 
 export { tf };
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
@@ -45,6 +46,7 @@ async function choose(requested: BackendName | undefined): Promise<BackendName> 
     }
     if (await tf.setBackend(name)) {
       await tf.ready();
+      installKernels(name); // native (oneDNN) or stock matmul kernels on wasm
       return name;
     }
     if (forced) throw new Error(`backend ${name} failed to initialise`);

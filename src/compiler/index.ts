@@ -20,6 +20,8 @@ export { VariantCache } from './cache.js';
 export type { VariantCacheOptions, VariantCacheStats } from './cache.js';
 export { CompiledVariant } from './compile.js';
 export { retraces, recentRetraces } from './shape-tracker.js';
+export { kernelsInfo, setKernelThreads, useKernels, nativeStats } from './native/provider.js';
+export type { KernelsInfo, KernelsName } from './native/provider.js';
 export { makeModel } from './make-model.js';
 export { readModelFolder } from './model-folder.js';
 export type * from './types.js';

@@ -3,9 +3,11 @@
  * being warmed up, the tracker records each call's signature (kernel, input shapes and dtypes,
  * attributes). After warm-up, a signature the variant has not seen is a retrace: on the tensorflow
  * backend it is a new kernel compilation, on wasm a new XNNPACK operator or allocation pattern.
+ * With native kernels, a oneDNN primitive created or a weight packed after warm-up counts too.
  * The cost is one string per kernel call, cheap enough to stay on in production.
  */
 import { tf } from './backend.js';
+import { onNativeCreation } from './native/creations.js';
 
 interface Scope {
   seen: Set<string>;
@@ -27,9 +29,19 @@ function signature(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Rec
   return s;
 }
 
+function countRetrace(sig: string): void {
+  retraceTotal += 1;
+  recent.push(sig);
+  if (recent.length > 20) recent.shift();
+}
+
 function install(): void {
   if (installed) return;
   installed = true;
+  // A native primitive created or a weight packed after warm-up is set-up in a step: a retrace.
+  onNativeCreation((what) => {
+    if (active !== null && !active.warming) countRetrace(`native ${what}`);
+  });
   const engine = tf.engine() as unknown as {
     runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs?: Record<string, unknown>): unknown;
   };
@@ -41,9 +53,7 @@ function install(): void {
       if (scope.warming) scope.seen.add(sig);
       else if (!scope.seen.has(sig)) {
         scope.seen.add(sig); // count each new signature once
-        retraceTotal += 1;
-        recent.push(sig);
-        if (recent.length > 20) recent.shift();
+        countRetrace(sig);
       }
     }
     return original(name, inputs, attrs);

@@ -39,6 +39,10 @@ export interface Engine {
   readonly kind: 'compiler' | 'noop';
   /** The tfjs backend in use ('none' for noop). */
   readonly backend: string;
+  /** Matmul kernels: 'native' (oneDNN), 'stock' (the backend's own), 'none' for noop. */
+  readonly kernels?: string;
+  /** Threads of the native kernels (1 otherwise). */
+  readonly threads?: number;
   loadModel(spec: ModelSpec): Promise<EngineModel>;
   /** Compiles and warms one variant (a miss in the cache) or returns the cached one. */
   compile(model: EngineModel, key: CompileKey, batchSize: number): Promise<EngineVariant>;
@@ -54,6 +58,11 @@ export interface EngineOptions {
    * @defaultValue DEFAULT_VARIANT_BUDGET_BYTES (2 GiB)
    */
   cacheBudgetBytes?: number;
+  /**
+   * Threads of the native kernels (oneDNN); stock tfjs-wasm runs one thread whatever this says.
+   * @defaultValue `BATCHGEN_THREADS`, else 1 (one worker process per core)
+   */
+  threads?: number;
 }
 
 type CompilerModule = typeof import('../compiler/index.js');
@@ -63,11 +72,15 @@ type Loaded = Awaited<ReturnType<CompilerModule['loadModel']>>;
 export async function createCompilerEngine(opts: EngineOptions = {}): Promise<Engine> {
   const c: CompilerModule = await import('../compiler/index.js');
   const backend = await c.initBackend();
+  if (opts.threads !== undefined) c.setKernelThreads(opts.threads);
+  const kernels = c.kernelsInfo();
   const cache = new c.VariantCache({ budgetBytes: opts.cacheBudgetBytes });
   const loaded = new Map<string, Loaded>();
   return {
     kind: 'compiler',
     backend,
+    kernels: kernels.kernels,
+    threads: kernels.threads,
     async loadModel(spec) {
       const m = await c.loadModel(spec.dir, spec.name);
       loaded.set(spec.name, m);
@@ -114,6 +127,8 @@ export async function createNoopEngine(): Promise<Engine> {
   return {
     kind: 'noop',
     backend: 'none',
+    kernels: 'none',
+    threads: 1,
     async loadModel(spec) {
       const info = await loadModelInfo(spec);
       return {

@@ -18,6 +18,9 @@ export interface WorkerStats {
   state: BatchState;
   engine?: string;
   backend?: string;
+  /** matmul kernels: native (oneDNN) or stock */
+  kernels?: string;
+  threads?: number;
   models: string[];
   keys: string[];
   /** keys whose last compile failed here (tried again after a while) */
@@ -133,6 +136,8 @@ export function workerStats(s: StatsSources): WorkerStats {
     state: s.state,
     engine: s.engine?.kind,
     backend: s.engine?.backend,
+    kernels: s.engine?.kernels,
+    threads: s.engine?.threads,
     models: s.models,
     keys: s.holder?.ids() ?? [],
     ...(s.holder?.book.report() ?? { compile_failed: [], refused: [] }),

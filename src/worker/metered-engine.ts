@@ -23,6 +23,12 @@ export function meteredEngine(engine: Engine, m: CompileCounters): Engine {
     get backend() {
       return engine.backend;
     },
+    get kernels() {
+      return engine.kernels;
+    },
+    get threads() {
+      return engine.threads;
+    },
     loadModel: (spec) => engine.loadModel(spec),
     async compile(model, key, batchSize) {
       const before = engine.stats().compiles;

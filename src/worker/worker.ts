@@ -129,7 +129,9 @@ export class BatchWorker {
     // the engine never evicts a held variant (it would compile again while jobs wait): the key holder
     // enforces the budget by holding no more keys once it is reached
     const engine = meteredEngine(
-      typeof opts.engine === 'object' ? opts.engine : await createEngine(opts.engine, { cacheBudgetBytes: Infinity }),
+      typeof opts.engine === 'object'
+        ? opts.engine
+        : await createEngine(opts.engine, { cacheBudgetBytes: Infinity, threads: opts.threads }),
       this.metrics,
     );
     this.engine = engine;
@@ -158,6 +160,8 @@ export class BatchWorker {
         redis: redactUrl(url),
         engine: engine.kind,
         backend: engine.backend,
+        kernels: engine.kernels,
+        threads: engine.threads,
         models: [...this.models.keys()],
         batchSizes: opts.batchSizes,
         prefix: this.keys.prefix,
