@@ -43,9 +43,10 @@ let loaded: { addon: NativeAddon | null; reason: string } | null = null;
 /** The addon, or null with the reason it is not there. Loaded once per process. */
 export function loadAddon(): { addon: NativeAddon | null; reason: string } {
   if (loaded) return loaded;
-  const file = join(packageRoot(), 'native', 'build', 'Release', 'batchgen_native.node');
+  // BATCHGEN_NATIVE_ADDON points elsewhere (a test runs the fallback with a path that is not there).
+  const file = process.env.BATCHGEN_NATIVE_ADDON ?? join(packageRoot(), 'native', 'build', 'Release', 'batchgen_native.node');
   if (!existsSync(file)) {
-    loaded = { addon: null, reason: 'addon not built (needs libdnnl-dev and g++ at npm ci)' };
+    loaded = { addon: null, reason: `addon not built (${file}; needs libdnnl-dev and g++ at npm ci)` };
     return loaded;
   }
   try {
