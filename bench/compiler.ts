@@ -6,12 +6,14 @@
  * Runs stock tfjs-wasm kernels and native (oneDNN) kernels side by side, each batch size under each.
  *
  * Env: BENCH_BATCHES (default 1,8,16,32), BENCH_REQUESTS (default 16; at least B per row),
- * BENCH_THREADS (native thread counts, default 1,2), BENCH_LAYERS/EMBD/HEADS to shrink.
+ * BENCH_THREADS (native thread counts, default 1,2), BENCH_LAYERS/EMBD/HEADS to shrink,
+ * BENCH_PEER_RUNNER and BENCH_PEER_MODEL to measure the peer in the same run (bench/peer.ts).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { baselineGreedy } from './baseline.js';
+import { peerConfigured, runPeer } from './peer.js';
 import {
   CompiledVariant,
   initBackend,
@@ -159,6 +161,7 @@ async function main(): Promise<void> {
         requests: reqs.length,
       });
       v.dispose();
+      console.error(`${label} B=${B}: ${JSON.stringify(rows[rows.length - 1])}`);
     }
   }
   if (native) setKernelThreads(1);
@@ -199,6 +202,20 @@ async function main(): Promise<void> {
       return { B: r.B, decode_step: ratio('decode_ms_per_step'), prompt_pass: ratio('prefill_ms') };
     });
 
+  // The peer, same run: B=1 and 8 on one onnxruntime thread, B=8 on two.
+  const peer = peerConfigured() ? [runPeer(1, P, N, 1), runPeer(8, P, N, 1), runPeer(8, P, N, 2)] : [];
+  const peerB8 = peer.find((r) => r.B === 8 && r.threads === 1);
+  const vsPeer = peerB8
+    ? rows
+        .filter((r) => r.B === 8)
+        .map((r) => ({
+          kernels: r.kernels,
+          threads: r.threads,
+          decode_step_speedup: +(peerB8.decode_ms_per_step / (r.decode_ms_per_step as number)).toFixed(2),
+          prompt_pass_speedup: +(peerB8.prefill_ms / (r.prefill_ms as number)).toFixed(2),
+        }))
+    : [];
+
   const topP = topPFilterMs(c.vocab_size);
 
   const report = {
@@ -216,6 +233,8 @@ async function main(): Promise<void> {
     rows,
     baseline,
     native_over_stock: nativeOverStock,
+    peer,
+    vs_peer_b8_one_thread: vsPeer,
     native_stats: nativeStats(),
     top_p_filter_b8: topP,
     when: new Date().toISOString(),
@@ -227,6 +246,10 @@ async function main(): Promise<void> {
   console.table(rows);
   console.table([baseline]);
   console.log('native over stock (time ratio, same run):', JSON.stringify(nativeOverStock));
+  if (peer.length) {
+    console.table(peer);
+    console.log('speed-up over the peer at B=8 on one onnxruntime thread:', JSON.stringify(vsPeer));
+  }
   console.log(
     `top-p 0.9 filter at [8, ${c.vocab_size}], peaked logits: full sort ${topP.full_sort_ms} ms, nucleus candidates ${topP.nucleus_candidates_ms} ms (fits: ${topP.nucleus_fits})`,
   );

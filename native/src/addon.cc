@@ -197,6 +197,16 @@ napi_value run(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// flush(): writes a buffer larger than the caches, so that the next matmul reads its weights from
+// memory, as a decode step does (each layer's weights once per step). Layout timing uses it.
+napi_value flush(napi_env env, napi_callback_info) {
+  static std::vector<char> buffer(64 << 20);
+  static char round = 0;
+  round++;
+  for (size_t i = 0; i < buffer.size(); i += 64) buffer[i] = round;
+  return nullptr;
+}
+
 napi_value setThreads(napi_env env, napi_callback_info info) {
   auto a = args(env, info, 1);
   const int n = static_cast<int>(num(env, a[0]));
@@ -221,6 +231,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"pack", nullptr, pack, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"unpack", nullptr, unpack, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, run, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"flush", nullptr, flush, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, setThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"threads", nullptr, threads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"version", nullptr, version, nullptr, nullptr, nullptr, napi_default, nullptr},

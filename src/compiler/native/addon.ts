@@ -26,6 +26,8 @@ export interface NativeAddon {
   pack(heap: ArrayBuffer, bOffset: number, matmulId: number): number;
   unpack(packId: number): void;
   run(heap: ArrayBuffer, matmulId: number, a: number, b: number, bias: number, out: number, packId: number): void;
+  /** Evicts the caches (writes a buffer larger than them). */
+  flush(): void;
   setThreads(n: number): number;
   threads(): number;
   version(): string;

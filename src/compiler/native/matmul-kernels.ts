@@ -3,8 +3,9 @@
  * addon gets the heap's ArrayBuffer (taken again on every call, as the memory may have grown) and
  * byte offsets. One primitive per shape signature, created on first use (warm-up). Weights (tensors
  * marked constant, with no batch dimension) get, on first use, a packed copy in the other layout
- * outside the heap; both layouts are timed and the faster one is kept for that signature (the
- * copy is freed when tfjs frees the tensor). Anything these kernels do not cover
+ * outside the heap; both layouts are timed (caches flushed, as a step reads each weight from memory)
+ * and the faster one is kept for that signature; BATCHGEN_NATIVE_LAYOUT=stored|transposed forces
+ * one. A copy is freed when tfjs frees its tensor. Anything these kernels do not cover
  * (other dtypes, prelu, a bias that is not one row, broadcasts oneDNN cannot express) runs the stock
  * kernel.
  */
@@ -30,20 +31,42 @@ const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
 export interface NativeStats {
   primitives: number;
+  /** packed copies alive */
   packs: number;
-  packedLayouts: number;
-  storedLayouts: number;
+  /** how many constant-weight matmul signatures run with each layout */
+  layouts: Record<Layout, number>;
 }
 
 /** Timed runs per layout when choosing a weight layout (after one untimed run each). */
 const TUNE_RUNS = 3;
+/** How a constant weight is read: as tfjs stores it, or as a transposed copy outside the heap. */
+type Packed = 'transposed';
+type Layout = 'stored' | Packed;
+
+/**
+ * Times each layout (alternating runs, after one untimed run each) and returns the fastest. The
+ * caches are flushed before each run: in a step each weight is read once, from memory, and which
+ * layout wins differs between weights in cache and weights from memory.
+ */
+function chooseLayout(candidates: Layout[], runAs: (l: Layout) => void, flush: () => void): Layout {
+  const ms = candidates.map(() => 0);
+  for (let i = 0; i <= TUNE_RUNS; i++) {
+    candidates.forEach((l, k) => {
+      flush();
+      const t = performance.now();
+      runAs(l);
+      if (i > 0) ms[k] += performance.now() - t;
+    });
+  }
+  return candidates[ms.indexOf(Math.min(...ms))];
+}
 
 export class NativeMatmuls {
   private readonly prims = new Map<string, number>();
-  /** The chosen weights layout per signature of a constant-weight matmul: false as stored, true packed. */
-  private readonly layouts = new Map<string, boolean>();
-  /** The packed (transposed) copy of each constant tensor that has one. */
-  private readonly packs = new WeakMap<object, number>();
+  /** The chosen weights layout per signature of a constant-weight matmul. */
+  private readonly layouts = new Map<string, Layout>();
+  /** The packed copies of each constant tensor that has some, by layout. */
+  private readonly packs = new WeakMap<object, Map<Packed, number>>();
   private readonly constants = new WeakSet<object>();
   private readonly wrapped = new WeakSet<object>();
   private livePacks = 0;
@@ -69,12 +92,16 @@ export class NativeMatmuls {
     };
   }
 
-  private unpack(dataId: object): void {
-    const id = this.packs.get(dataId);
-    if (id === undefined) return;
-    this.addon.unpack(id);
-    this.packs.delete(dataId);
-    this.livePacks -= 1;
+  private unpack(dataId: object, only?: Packed): void {
+    const byKind = this.packs.get(dataId);
+    if (byKind === undefined) return;
+    for (const [kind, id] of byKind) {
+      if (only !== undefined && kind !== only) continue;
+      this.addon.unpack(id);
+      byKind.delete(kind);
+      this.livePacks -= 1;
+    }
+    if (byKind.size === 0) this.packs.delete(dataId);
   }
 
   private primitive(sig: string, make: () => [number, string]): number {
@@ -139,39 +166,32 @@ export class NativeMatmuls {
       return out;
     }
     this.watchDisposal(backend);
-    const ensurePack = (id: number) => {
-      let packId = this.packs.get(b.dataId);
+    const ensurePack = (kind: Packed) => {
+      let byKind = this.packs.get(b.dataId);
+      if (!byKind) this.packs.set(b.dataId, (byKind = new Map()));
+      let packId = byKind.get(kind);
       if (packId === undefined) {
-        announceNativeCreation(`pack ${K}x${N}`);
-        packId = this.addon.pack(heap, off(b), id);
-        this.packs.set(b.dataId, packId);
+        announceNativeCreation(`pack ${kind} ${K}x${N}`);
+        packId = this.addon.pack(heap, off(b), prim(true));
+        byKind.set(kind, packId);
         this.livePacks += 1;
       }
       return packId;
     };
-    let packed = this.layouts.get(sig);
-    if (packed === undefined) {
-      const hadPack = this.packs.has(b.dataId);
-      packed = this.chooseLayout(prim(false), prim(true), ensurePack(prim(true)), run);
-      this.layouts.set(sig, packed);
-      if (!packed && !hadPack) this.unpack(b.dataId); // made for the timing only
+    const runAs = (layout: Layout) => (layout === 'stored' ? run(prim(false), -1) : run(prim(true), ensurePack('transposed')));
+    let layout = this.layouts.get(sig);
+    if (layout === undefined) {
+      const had = new Set(this.packs.get(b.dataId)?.keys() ?? []);
+      const candidates: Layout[] = ['stored', 'transposed'];
+      // BATCHGEN_NATIVE_LAYOUT forces one where it is a candidate (to measure each layout)
+      const forced = process.env.BATCHGEN_NATIVE_LAYOUT as Layout | undefined;
+      layout = forced && candidates.includes(forced) ? forced : chooseLayout(candidates, runAs, () => this.addon.flush());
+      this.layouts.set(sig, layout);
+      // copies made for the timing only
+      if (layout === 'stored' && !had.has('transposed')) this.unpack(b.dataId, 'transposed');
     }
-    if (packed) run(prim(true), ensurePack(prim(true)));
-    else run(prim(false), -1);
+    runAs(layout);
     return out;
-  }
-
-  /** Times the weights as stored against the packed copy (alternating runs); true if packed wins. */
-  private chooseLayout(plain: number, packed: number, packId: number, run: (id: number, packId: number) => void): boolean {
-    const ms = [0, 0];
-    for (let i = 0; i <= TUNE_RUNS; i++) {
-      for (const k of [0, 1]) {
-        const t = performance.now();
-        run(k ? packed : plain, k ? packId : -1);
-        if (i > 0) ms[k] += performance.now() - t;
-      }
-    }
-    return ms[1] < ms[0];
   }
 
   fusedMatMul(stock: KernelFunc): KernelFunc {
@@ -201,8 +221,11 @@ export class NativeMatmuls {
 
   /** Primitives created, packed copies alive, and the layouts chosen per constant-weight signature. */
   stats(): NativeStats {
-    let packed = 0;
-    for (const p of this.layouts.values()) if (p) packed++;
-    return { primitives: this.prims.size, packs: this.livePacks, packedLayouts: packed, storedLayouts: this.layouts.size - packed };
+    const count = (l: Layout) => [...this.layouts.values()].filter((x) => x === l).length;
+    return {
+      primitives: this.prims.size,
+      packs: this.livePacks,
+      layouts: { stored: count('stored'), transposed: count('transposed') },
+    };
   }
 }

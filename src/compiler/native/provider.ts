@@ -124,5 +124,5 @@ export function markConstants(weights: unknown): void {
 
 /** Native primitives created and packed weights alive in this process (zeros before any native op). */
 export function nativeStats(): NativeStats {
-  return matmuls?.stats() ?? { primitives: 0, packs: 0, packedLayouts: 0, storedLayouts: 0 };
+  return matmuls?.stats() ?? { primitives: 0, packs: 0, layouts: { stored: 0, transposed: 0 } };
 }
