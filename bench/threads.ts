@@ -33,9 +33,10 @@ async function child(dir: string, batches: number): Promise<void> {
   let tokens = 0;
   for (let i = 0; i < batches; i++) tokens += (await v.run(rows)).reduce((n, r) => n + r.tokenIds.length, 0);
   const k = kernelsInfo();
-  process.stdout.write(`${JSON.stringify({ tokens, ms: performance.now() - t0, kernels: k.kernels, threads: k.threads })}\n`);
+  const line = `${JSON.stringify({ tokens, ms: performance.now() - t0, kernels: k.kernels, threads: k.threads })}\n`;
   v.dispose();
   model.dispose();
+  process.stdout.write(line, () => process.exit(0)); // stdin would keep this process alive
 }
 
 /** Starts `procs` children with `threads` threads each, lets them go together, returns tokens/s. */

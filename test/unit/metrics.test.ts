@@ -126,7 +126,7 @@ function fakeSources() {
     stat: { key: 'tiny:p16:n16:greedy', waiting: 3, active: 2, delayed: 1, oldestAgeSeconds: 4.5 } as QueueStat,
     engineStats: { compiles: 4, retraces: 0, evictions: 0, bytes: 1024, tensors: 12, tensorBytes: 4096 },
   };
-  const engine = { kind: 'noop', backend: 'none', stats: () => s.engineStats } as unknown as Engine;
+  const engine = { kind: 'compiler', backend: 'wasm', kernels: 'native', threads: 2, stats: () => s.engineStats } as unknown as Engine;
   const sources: MetricSources = {
     worker: 'w1',
     state: () => 'running',
@@ -170,9 +170,10 @@ test('worker registry: engine, state, key and queue series from their sources; a
       at('batchgen_tfjs_tensors'),
       at('batchgen_tfjs_memory_bytes'),
       at('batchgen_variant_cache_bytes'),
-      at('batchgen_worker_info{worker="w1",engine="noop",backend="none"}'),
+      at('batchgen_worker_info{worker="w1",engine="compiler",backend="wasm"}'),
+      at('batchgen_kernels_info{kernels="native",threads="2"}'),
     ],
-    [1, 0, 1.5, 12, 4096, 1024, 1],
+    [1, 0, 1.5, 12, 4096, 1024, 1, 1],
   );
   assert.deepEqual(
     [
