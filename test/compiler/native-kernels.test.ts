@@ -14,6 +14,7 @@ import {
   kernelsInfo,
   nativeStats,
   retraces,
+  setKernelThreads,
   tf,
   useKernels,
   type LoadedModel,
@@ -183,4 +184,24 @@ test('the GPT-2 forward never calls _FusedMatMul with transposeB or a broadcast 
     calls.filter((c) => c.transposeB || c.aBatch !== c.bBatch),
     [],
   );
+});
+
+test('--threads: the engine runs oneDNN on that many threads, with the same logits', { skip: skip() }, async () => {
+  useKernels('native');
+  const { createCompilerEngine } = await import('../../src/worker/engine.js');
+  markConstants(untied.weights);
+  const prompts = [randomIds(9, 31, 0, 50000), randomIds(16, 32, 0, 50000)];
+  const one = forwardSteps(untied, prompts, 16, [])[0];
+  const engine = await createCompilerEngine({ threads: 2 });
+  try {
+    assert.equal(engine.kernels, 'native');
+    assert.equal(engine.threads, 2);
+    assert.equal(kernelsInfo().threads, 2);
+    const two = forwardSteps(untied, prompts, 16, [])[0];
+    two.forEach((got, r) => assert.ok(relativeError(got, one[r]) < TOL, `row ${r}`));
+  } finally {
+    await engine.dispose();
+    setKernelThreads(1);
+  }
+  assert.equal(kernelsInfo().threads, 1);
 });
