@@ -43,6 +43,8 @@ export interface Engine {
   readonly kernels?: string;
   /** Threads of the native kernels (1 otherwise). */
   readonly threads?: number;
+  /** Why stock kernels run, when they do on the wasm backend (the addon missing, or asked for). */
+  readonly kernelsReason?: string;
   loadModel(spec: ModelSpec): Promise<EngineModel>;
   /** Compiles and warms one variant (a miss in the cache) or returns the cached one. */
   compile(model: EngineModel, key: CompileKey, batchSize: number): Promise<EngineVariant>;
@@ -81,6 +83,7 @@ export async function createCompilerEngine(opts: EngineOptions = {}): Promise<En
     backend,
     kernels: kernels.kernels,
     threads: kernels.threads,
+    kernelsReason: kernels.reason,
     async loadModel(spec) {
       const m = await c.loadModel(spec.dir, spec.name);
       loaded.set(spec.name, m);

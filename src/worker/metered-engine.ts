@@ -29,6 +29,9 @@ export function meteredEngine(engine: Engine, m: CompileCounters): Engine {
     get threads() {
       return engine.threads;
     },
+    get kernelsReason() {
+      return engine.kernelsReason;
+    },
     loadModel: (spec) => engine.loadModel(spec),
     async compile(model, key, batchSize) {
       const before = engine.stats().compiles;

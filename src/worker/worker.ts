@@ -162,6 +162,7 @@ export class BatchWorker {
         backend: engine.backend,
         kernels: engine.kernels,
         threads: engine.threads,
+        ...(engine.kernelsReason ? { kernelsReason: engine.kernelsReason } : {}),
         models: [...this.models.keys()],
         batchSizes: opts.batchSizes,
         prefix: this.keys.prefix,
