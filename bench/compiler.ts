@@ -3,9 +3,12 @@
  * made on the fly), against the backend's own matmul throughput and against the obvious
  * one-request-at-a-time implementation, all in one run. Prints a table, writes bench/results/compiler.json.
  *
- * Then the Llama-family rows (bench/families.ts): SmolLM2-135M and Qwen2.5-0.5B shapes.
+ * Runs stock tfjs-wasm kernels and native (oneDNN) kernels side by side, each batch size under each.
+ * Then the Llama-family rows (bench/families.ts), a SmolLM2-135M and a Qwen2.5-0.5B shape, under each.
  *
- * Env: BENCH_BATCHES (default 1,8,16), BENCH_REQUESTS (default 16), BENCH_LAYERS/EMBD/HEADS to shrink,
+ * Env: BENCH_BATCHES (default 1,8,16,32), BENCH_REQUESTS (default 16; at least B per row),
+ * BENCH_THREADS (native thread counts, default 1,2), BENCH_LAYERS/EMBD/HEADS to shrink,
+ * BENCH_PEER_RUNNER and BENCH_PEER_MODEL to measure the peer in the same run (bench/peer.ts),
  * BENCH_FAMILIES=0 to skip the Llama-family rows.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,7 +17,21 @@ import { join } from 'node:path';
 import { baselineGreedy } from './baseline.js';
 import { familyRows } from './families.js';
 import type { DeviceWeights } from '../src/compiler/gpt2.js';
-import { CompiledVariant, initBackend, loadModel, makeModel, retraces, tf } from '../src/compiler/index.js';
+import { peerConfigured, runPeer } from './peer.js';
+import {
+  CompiledVariant,
+  initBackend,
+  type KernelsName,
+  kernelsInfo,
+  loadModel,
+  makeModel,
+  nativeStats,
+  retraces,
+  setKernelThreads,
+  tf,
+  useKernels,
+} from '../src/compiler/index.js';
+import { loadAddon } from '../src/compiler/native/addon.js';
 import { topKTopP, topKTopPCandidates } from '../src/compiler/logits.js';
 import type { RowRequest } from '../src/compiler/types.js';
 import { resolveParams } from '../src/shared/params.js';
@@ -22,24 +39,29 @@ import { resolveParams } from '../src/shared/params.js';
 const P = 64;
 const N = 32;
 const env = (k: string, d: number) => Number(process.env[k] ?? d);
-const batches = (process.env.BENCH_BATCHES ?? '1,8,16').split(',').map(Number);
+const batches = (process.env.BENCH_BATCHES ?? '1,8,16,32').split(',').map(Number);
+const threadCounts = (process.env.BENCH_THREADS ?? '1,2').split(',').map(Number);
 const nRequests = env('BENCH_REQUESTS', 16);
 
-/** Peak f32 matmul throughput of the backend, in GFLOP/s: [512, E] x [E, 4E], the MLP's shape. */
-async function matmulGflops(E: number): Promise<number> {
-  const a = tf.randomNormal([512, E]);
-  const b = tf.randomNormal([E, 4 * E]);
-  const once = () => tf.matMul(a, b).dispose();
-  once();
-  const reps = 10;
-  const t0 = performance.now();
-  for (let i = 0; i < reps; i++) once();
-  const last = tf.matMul(a, b);
-  await last.data(); // make sure everything ran (async backends)
-  last.dispose();
-  const ms = (performance.now() - t0) / (reps + 1);
+/** f32 matmul throughput of the current kernels, in GFLOP/s: [M, K] x [K, N], median of runs. */
+async function matmulGflops(M: number, K: number, N: number): Promise<number> {
+  const a = tf.randomNormal([M, K]);
+  const b = tf.randomNormal([K, N]);
+  // Read the result back: it must have run (async backends); data(), as webgpu has no sync read.
+  const once = async () => {
+    const c = tf.matMul(a, b);
+    await c.data();
+    c.dispose();
+  };
+  await once();
+  const ms: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await once();
+    ms.push(performance.now() - t0);
+  }
   tf.dispose([a, b]);
-  return (2 * 512 * E * 4 * E) / ms / 1e6;
+  return +((2 * M * K * N) / ms.sort((x, y) => x - y)[2] / 1e6).toFixed(1);
 }
 
 /**
@@ -56,27 +78,25 @@ async function topPFilterMs(V: number): Promise<{ full_sort_ms: number; nucleus_
     topKIndex: tf.fill([R, 1], V - 1, 'int32') as tf.Tensor2D,
     topP: tf.fill([R, 1], 0.9) as tf.Tensor2D,
   };
-  // Each run ends with a readback of its result, so that async backends have finished it.
+  const read = async (f: () => tf.Tensor) => {
+    const t = f();
+    const d = await t.data();
+    t.dispose();
+    return d;
+  };
   const median = async (f: () => tf.Tensor) => {
-    const once = async () => {
-      const out = f();
-      await out.data();
-      out.dispose();
-    };
-    await once();
+    await read(f);
     const ts: number[] = [];
     for (let i = 0; i < 7; i++) {
       const t = performance.now();
-      await once();
+      await read(f);
       ts.push(performance.now() - t);
     }
     return +ts.sort((a, b) => a - b)[3].toFixed(1);
   };
   const full = await median(() => tf.tidy(() => topKTopP(p)(s)));
   const cands = await median(() => tf.tidy(() => topKTopPCandidates(s, p, ones).filtered));
-  const fitsT = tf.tidy(() => topKTopPCandidates(s, p, ones).fits);
-  const fits = Array.from(await fitsT.data()).every((f) => f === 1);
-  fitsT.dispose();
+  const fits = Array.from(await read(() => tf.tidy(() => topKTopPCandidates(s, p, ones).fits))).every((f) => f === 1);
   tf.dispose([s, ones, p.topKIndex, p.topP]);
   return { full_sort_ms: full, nucleus_candidates_ms: cands, nucleus_fits: fits };
 }
@@ -100,49 +120,76 @@ async function main(): Promise<void> {
   // Parameters touched per decode step: all matmul weights, the output projection included.
   const params = c.n_layer * 12 * c.n_embd * c.n_embd + c.vocab_size * c.n_embd;
 
-  const gflops = await matmulGflops(c.n_embd);
   const greedy = resolveParams({ max_new_tokens: N, do_sample: false }, { ...model.defaults, eos_token_id: [] });
   const rowsFor = (lens: number[]): RowRequest[] =>
     lens.map((L, i) => ({ promptIds: Array.from({ length: L }, (_, j) => (i * 977 + j * 31) % 50000), params: greedy }));
 
+  // Both kernel providers in this one run (native only when the addon is built), each with its own
+  // matmul peak measured here, then each batch size; native also at more threads (one process).
+  const native = loadAddon().addon !== null && backend === 'wasm';
+  const providers: { kernels: KernelsName; threads: number }[] = [{ kernels: 'stock', threads: 1 }];
+  if (native) for (const t of threadCounts) providers.push({ kernels: 'native', threads: t });
+  const peaks: Record<string, { mlp_gflops: number; square_2048_gflops: number }> = {};
   const rows: Record<string, unknown>[] = [];
-  for (const B of batches) {
-    t0 = performance.now();
-    const v = await CompiledVariant.compile(model, { model: model.name, P, N, strategy: 'greedy' }, B);
-    const compileMs = performance.now() - t0;
-    const reqs = rowsFor(lengths(nRequests));
-    let tokens = 0;
-    let decodeMs = 0;
-    let prefillMs = 0;
-    let steps = 0;
-    t0 = performance.now();
-    for (let s = 0; s < reqs.length; s += B) {
-      const res = await v.run(reqs.slice(s, s + B));
-      tokens += res.reduce((n, r) => n + r.tokenIds.length, 0);
-      decodeMs += v.lastRun.decodeMs;
-      prefillMs += v.lastRun.prefillMs;
-      steps += v.lastRun.steps;
+  for (const { kernels, threads } of providers) {
+    useKernels(kernels);
+    if (kernels === 'native') setKernelThreads(threads);
+    const label = kernels === 'native' ? `native ${threads}t` : 'stock';
+    const gflops = {
+      mlp_gflops: await matmulGflops(512, c.n_embd, 4 * c.n_embd),
+      square_2048_gflops: await matmulGflops(2048, 2048, 2048),
+    };
+    peaks[label] = gflops;
+    const peak = Math.max(gflops.mlp_gflops, gflops.square_2048_gflops);
+    for (const B of threads === 1 ? batches : batches.filter((b) => b >= 8)) {
+      t0 = performance.now();
+      const v = await CompiledVariant.compile(model, { model: model.name, P, N, strategy: 'greedy' }, B);
+      const compileMs = performance.now() - t0;
+      const reqs = rowsFor(lengths(Math.max(nRequests, B)));
+      let tokens = 0;
+      let decodeMs = 0;
+      let prefillMs = 0;
+      let steps = 0;
+      let runs = 0;
+      t0 = performance.now();
+      for (let s = 0; s < reqs.length; s += B) {
+        const res = await v.run(reqs.slice(s, s + B));
+        tokens += res.reduce((n, r) => n + r.tokenIds.length, 0);
+        decodeMs += v.lastRun.decodeMs;
+        prefillMs += v.lastRun.prefillMs;
+        steps += v.lastRun.steps;
+        runs += 1;
+      }
+      const wallMs = performance.now() - t0;
+      const stepMs = decodeMs / steps;
+      // The decode step's matmul flops at this provider's measured peak: the step's lower bound.
+      const rooflineMs = (2 * params * B) / (peak * 1e6);
+      rows.push({
+        backend,
+        kernels,
+        threads,
+        B,
+        compile_ms: Math.round(compileMs),
+        prefill_ms: Math.round(prefillMs / runs),
+        decode_ms_per_step: +stepMs.toFixed(1),
+        ms_per_token: +(stepMs / B).toFixed(2),
+        roofline_ms: +rooflineMs.toFixed(1),
+        step_over_roofline: +(stepMs / rooflineMs).toFixed(2),
+        tokens_per_s: +((tokens / wallMs) * 1000).toFixed(1),
+        requests: reqs.length,
+      });
+      v.dispose();
+      console.error(`${label} B=${B}: ${JSON.stringify(rows[rows.length - 1])}`);
     }
-    const wallMs = performance.now() - t0;
-    const stepMs = decodeMs / steps;
-    const rooflineMs = (2 * params * B) / (gflops * 1e6);
-    rows.push({
-      what: `bucketed B=${B}`,
-      B,
-      compile_ms: Math.round(compileMs),
-      prefill_ms_total: Math.round(prefillMs),
-      ms_per_step: +stepMs.toFixed(1),
-      roofline_ms: +rooflineMs.toFixed(1),
-      step_over_roofline: +(stepMs / rooflineMs).toFixed(2),
-      tokens_per_s: +((tokens / wallMs) * 1000).toFixed(1),
-      requests: reqs.length,
-    });
-    v.dispose();
   }
+  if (native) setKernelThreads(1);
+  const stockPeak = peaks.stock;
+  const nativePeak = peaks['native 1t'];
 
-  // The obvious implementation: one request at a time, exact length, growing cache.
+  // The obvious implementation: one request at a time, exact length, growing cache (default kernels).
+  useKernels(native ? 'native' : 'stock');
   const reqs = rowsFor(lengths(nRequests));
-  await baselineGreedy(model.weights as DeviceWeights, reqs[0].promptIds, 2); // warm the backend's kernels (XNNPACK packing)
+  await baselineGreedy(model.weights as DeviceWeights, reqs[0].promptIds, 2); // warm the backend's kernels
   t0 = performance.now();
   let tokens = 0;
   let basePrefill = 0;
@@ -155,36 +202,82 @@ async function main(): Promise<void> {
   }
   const baseMs = performance.now() - t0;
   const baseTps = (tokens / baseMs) * 1000;
-  rows.push({
+  const baseline = {
     what: 'one at a time, exact length, growing cache',
+    kernels: native ? 'native' : 'stock',
     B: 1,
-    prefill_ms_total: Math.round(basePrefill),
-    ms_per_step: +(baseDecode / (reqs.length * (N - 1))).toFixed(1),
+    prefill_ms: Math.round(basePrefill / reqs.length),
+    decode_ms_per_step: +(baseDecode / (reqs.length * (N - 1))).toFixed(1),
     tokens_per_s: +baseTps.toFixed(1),
     requests: reqs.length,
-  });
-  for (const r of rows) if (r.what !== rows[rows.length - 1].what) r.vs_one_at_a_time = +((r.tokens_per_s as number) / baseTps).toFixed(2);
+  };
+  for (const r of rows) r.vs_one_at_a_time = +((r.tokens_per_s as number) / baseTps).toFixed(2);
+  const nativeOverStock = rows
+    .filter((r) => r.kernels === 'native' && r.threads === 1)
+    .map((r) => {
+      const s = rows.find((x) => x.kernels === 'stock' && x.B === r.B)!;
+      const ratio = (k: string) => +((s[k] as number) / (r[k] as number)).toFixed(2);
+      return { B: r.B, decode_step: ratio('decode_ms_per_step'), prompt_pass: ratio('prefill_ms') };
+    });
+
+  // The peer, same run: B=1 and 8 on one onnxruntime thread, B=8 on two.
+  const peer = peerConfigured() ? [runPeer(1, P, N, 1), runPeer(8, P, N, 1), runPeer(8, P, N, 2)] : [];
+  const peerB8 = peer.find((r) => r.B === 8 && r.threads === 1);
+  const vsPeer = peerB8
+    ? rows
+        .filter((r) => r.B === 8)
+        .map((r) => ({
+          kernels: r.kernels,
+          threads: r.threads,
+          decode_step_speedup: +(peerB8.decode_ms_per_step / (r.decode_ms_per_step as number)).toFixed(2),
+          prompt_pass_speedup: +(peerB8.prefill_ms / (r.prefill_ms as number)).toFixed(2),
+        }))
+    : [];
 
   const topP = await topPFilterMs(c.vocab_size);
-  // The Llama family in the same run and table (their own models, loaded after GPT-2's is measured).
-  rows.push(...(await familyRows()));
+
+  // The Llama family, same run: a SmolLM2-135M and a Qwen2.5-0.5B shape, under each provider (1 thread).
+  const families: Record<string, unknown>[] = [];
+  for (const kernels of native ? (['stock', 'native'] as const) : (['stock'] as const)) {
+    useKernels(kernels);
+    families.push(...(await familyRows(kernels)));
+  }
+  useKernels(native ? 'native' : 'stock');
 
   const report = {
     backend,
+    kernels_default: kernelsInfo().kernels,
+    native_library: native ? loadAddon().addon!.version() : null,
     model: { layers: c.n_layer, embd: c.n_embd, heads: c.n_head, vocab: c.vocab_size, params_per_step: params },
     P,
     N,
-    matmul_gflops: +gflops.toFixed(1),
+    matmul_peaks: peaks,
+    native_peak_single_thread_gflops: nativePeak ? Math.max(nativePeak.mlp_gflops, nativePeak.square_2048_gflops) : null,
+    stock_peak_gflops: Math.max(stockPeak.mlp_gflops, stockPeak.square_2048_gflops),
     load_ms: Math.round(loadMs),
     retraces: retraces(),
     rows,
+    baseline,
+    llama_family: families,
+    native_over_stock: nativeOverStock,
+    peer,
+    vs_peer_b8_one_thread: vsPeer,
+    native_stats: nativeStats(),
     top_p_filter_b8: topP,
     when: new Date().toISOString(),
   };
   console.log(
-    `backend ${backend} · ${c.n_layer} layers × ${c.n_embd}, vocab ${c.vocab_size} · P=${P} N=${N} greedy · matmul ${gflops.toFixed(1)} GFLOP/s · retraces ${retraces()}`,
+    `backend ${backend} · ${c.n_layer} layers × ${c.n_embd}, vocab ${c.vocab_size} · P=${P} N=${N} greedy · retraces ${retraces()}`,
   );
+  console.log('matmul peaks (GFLOP/s, [512, E] x [E, 4E] and 2048³):', JSON.stringify(peaks));
   console.table(rows);
+  console.table([baseline]);
+  console.table(families);
+  console.log('native over stock (time ratio, same run):', JSON.stringify(nativeOverStock));
+  if (peer.length) {
+    console.table(peer);
+    console.log('speed-up over the peer at B=8 on one onnxruntime thread:', JSON.stringify(vsPeer));
+  }
   console.log(
     `top-p 0.9 filter at [8, ${c.vocab_size}], peaked logits: full sort ${topP.full_sort_ms} ms, nucleus candidates ${topP.nucleus_candidates_ms} ms (fits: ${topP.nucleus_fits})`,
   );

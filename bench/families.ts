@@ -36,8 +36,8 @@ export const FAMILY_SHAPES: Shape[] = [
   },
 ];
 
-/** One table row per (shape, B), with the columns of the GPT-2 rows. */
-export async function familyRows(): Promise<Record<string, unknown>[]> {
+/** One table row per (shape, B), with the columns of the GPT-2 rows, under the kernels in use now. */
+export async function familyRows(kernels: string): Promise<Record<string, unknown>[]> {
   if (process.env.BENCH_FAMILIES === '0') return [];
   const rows: Record<string, unknown>[] = [];
   for (const shape of FAMILY_SHAPES) {
@@ -73,12 +73,13 @@ export async function familyRows(): Promise<Record<string, unknown>[]> {
         const tokens = res.reduce((n, r) => n + r.tokenIds.length, 0);
         rows.push({
           what: `${shape.label} B=${B}`,
+          kernels,
           B,
           params_m: +(model.folder.arch.params / 1e6).toFixed(1),
           load_ms: Math.round(loadMs),
           compile_ms: Math.round(compileMs),
-          prefill_ms_total: Math.round(v.lastRun.prefillMs),
-          ms_per_step: +(v.lastRun.decodeMs / v.lastRun.steps).toFixed(1),
+          prefill_ms: Math.round(v.lastRun.prefillMs),
+          decode_ms_per_step: +(v.lastRun.decodeMs / v.lastRun.steps).toFixed(1),
           tokens_per_s: +((tokens / wallMs) * 1000).toFixed(1),
           requests: B,
         });

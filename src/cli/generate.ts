@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { GEN_FLAG_OPTIONS, paramsFromFlags } from './gen-flags.js';
-import { CompiledVariant, loadModel, retraces, tf } from '../compiler/index.js';
+import { CompiledVariant, kernelsInfo, loadModel, retraces, tf } from '../compiler/index.js';
 import { DEFAULT_BUCKET_POLICY, parseBucketPolicy } from '../shared/buckets.js';
 import { compileKeyFor } from '../shared/compile-key.js';
 import { BatchgenError } from '../shared/errors.js';
@@ -63,10 +63,20 @@ export async function generateCommand(argv: string[]): Promise<number> {
     }
   }
   const tokens = results.reduce((n, r) => n + r.tokenIds.length, 0);
-  process.stderr.write(
-    `${tf.getBackend()} · variant ${variant.id} · compile ${variant.compileMs.toFixed(0)} ms · ` +
-      `${tokens} tokens in ${ms.toFixed(0)} ms · retraces ${retraces()}\n`,
-  );
+  const k = kernelsInfo();
+  if (values.json) {
+    // --json: the run's meta as one JSON line on stderr (stdout keeps one line per prompt)
+    const meta = { backend: tf.getBackend(), kernels: k.kernels, library: k.library, threads: k.threads, variant: variant.id };
+    const timing = { compile_ms: Math.round(variant.compileMs), tokens, ms: Math.round(ms), retraces: retraces() };
+    process.stderr.write(`${JSON.stringify({ meta: { ...meta, ...timing } })}\n`);
+  } else {
+    const kernels =
+      k.kernels === 'native' ? `native kernels (${k.library}, ${k.threads} thread${k.threads > 1 ? 's' : ''})` : 'stock kernels';
+    process.stderr.write(
+      `${tf.getBackend()} · ${kernels} · variant ${variant.id} · compile ${variant.compileMs.toFixed(0)} ms · ` +
+        `${tokens} tokens in ${ms.toFixed(0)} ms · retraces ${retraces()}\n`,
+    );
+  }
   variant.dispose();
   model.dispose();
   return 0;

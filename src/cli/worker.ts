@@ -13,7 +13,7 @@ const USAGE = `usage: batchgen worker --model NAME=DIR [--model NAME=DIR ...] [-
                       [--metrics-port P] [--max-wait-ms 20] [--keys MODEL:pP:nN:STRATEGY,...] [--max-keys 32]
                       [--registry-ttl-s 3600]
                       [--lock-ms 30000] [--stalled-interval-ms 30000] [--max-stalled 1] [--engine compiler|noop]
-                      [--cache-mb 2048] [--id ID] [--assigned] [--prefix batchgen] [--hash-tag]
+                      [--cache-mb 2048] [--threads 1] [--id ID] [--assigned] [--prefix batchgen] [--hash-tag]
                       [--shutdown-timeout-s 30] [--watchdog-s 30] [--allow-eviction]
 Compiles and warms the variants of its keys before taking jobs, then serves micro-batches from the
 queues of those keys. Keys: the --keys list, else the keys of its models in the registry that have
@@ -25,7 +25,8 @@ SIGTERM: stop taking jobs, finish the batch in hand, exit, within --shutdown-tim
 does (jobs left unfinished come back through stall recovery); a second SIGTERM or SIGINT exits at
 once. /healthz (with --metrics-port) answers 503 when Redis has not answered for --watchdog-s, when
 nothing was fetched for that long while jobs wait, or while Redis is out of memory. A Redis whose
-maxmemory-policy evicts keys is refused unless --allow-eviction. BATCHGEN_MODELS and REDIS_URL stand
+maxmemory-policy evicts keys is refused unless --allow-eviction. --threads: threads of the native
+(oneDNN) matmul kernels, default 1 (BATCHGEN_THREADS), for one worker process per core. BATCHGEN_MODELS and REDIS_URL stand
 in for --model and --redis.`;
 
 export async function workerCommand(argv: string[]): Promise<number> {
@@ -44,6 +45,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
       'max-stalled': { type: 'string' },
       engine: { type: 'string' },
       'cache-mb': { type: 'string' },
+      threads: { type: 'string' },
       id: { type: 'string' },
       assigned: { type: 'boolean' },
       'shutdown-timeout-s': { type: 'string' },
@@ -88,6 +90,7 @@ export async function workerCommand(argv: string[]): Promise<number> {
     stalledIntervalMs: numberFlag('stalled-interval-ms', values['stalled-interval-ms'], { min: 100 }),
     maxStalledCount: numberFlag('max-stalled', values['max-stalled'], { min: 0, integer: true }),
     cacheBudgetBytes: cacheMb === undefined ? undefined : cacheMb * 1024 * 1024,
+    threads: numberFlag('threads', values.threads, { min: 1, integer: true }),
     id: values.id,
     assigned: values.assigned,
     shutdownTimeoutMs,

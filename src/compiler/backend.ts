@@ -9,6 +9,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
 import { gpuDevicePresent, installPipelineCounter, loadWebgpu, webgpuAdapter } from './webgpu.js';
+import { installKernels, kernelsInfo } from './native/provider.js';
 
 export { tf };
 export type BackendName = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
@@ -48,6 +49,7 @@ async function choose(requested: BackendName | undefined): Promise<BackendName> 
     if (await tf.setBackend(name)) {
       await tf.ready();
       if (name === 'webgpu') installPipelineCounter();
+      installKernels(name); // native (oneDNN) or stock matmul kernels on wasm
       return name;
     }
     if (forced) throw new Error(`backend ${name} failed to initialise`);
@@ -83,7 +85,8 @@ export function initBackend(requested?: BackendName): Promise<BackendName> {
 export function kernelProvider(): string {
   switch (tf.getBackend()) {
     case 'wasm':
-      return 'xnnpack';
+      // matmuls on oneDNN when the native kernels run, every other op on XNNPACK / wasm
+      return kernelsInfo().kernels === 'native' ? 'onednn + xnnpack' : 'xnnpack';
     case 'webgpu': {
       const a = webgpuAdapter();
       return `dawn${a ? ` (${a.description || a.vendor})` : ''}`;

@@ -11,6 +11,7 @@
 import { tf } from './backend.js';
 import type { DeviceModel } from './family.js';
 import { KvCache } from './kv-cache.js';
+import { markConstants } from './native/provider.js';
 import type { OnDevice } from './logits.js';
 import { NEG, openDecodeSlot, packBatch } from './packing.js';
 import { RowParams } from './row-params.js';
@@ -91,6 +92,7 @@ export class CompiledVariant {
     }
     assertServable(key, model.weights.arch.contextLength);
     const t0 = performance.now();
+    markConstants(model.weights); // native kernels pack these once, in the warm-up below
     const v = new CompiledVariant(model, key, batchSize);
     try {
       for (const rows of v.warmupBatches()) await v.runUnchecked(rows, { maxSteps: Math.min(2, key.N) });

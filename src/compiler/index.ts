@@ -8,6 +8,7 @@ import type { CompiledVariant } from './compile.js';
 import { type DeviceModel, toDevice } from './family.js';
 import { readModelFolder } from './model-folder.js';
 import { checkFitsBackend, largestTensors } from './model-size.js';
+import { kernelsInfo } from './native/provider.js';
 import { deviceWeightBytes } from '../model/arch.js';
 import type { ModelFolder, RowRequest, RowResult } from './types.js';
 import { checkModelFits } from './webgpu.js';
@@ -24,6 +25,8 @@ export type { VariantCacheOptions, VariantCacheStats } from './cache.js';
 export { CompiledVariant } from './compile.js';
 export { pipelinesAfterWarmup, retraces, recentRetraces } from './shape-tracker.js';
 export { pipelineStats } from './webgpu.js';
+export { kernelsInfo, setKernelThreads, useKernels, nativeStats } from './native/provider.js';
+export type { KernelsInfo, KernelsName } from './native/provider.js';
 export { makeModel } from './make-model.js';
 export { readModelFolder } from './model-folder.js';
 export type * from './types.js';
@@ -43,7 +46,7 @@ export class LoadedModel<F extends ModelFolder = ModelFolder> {
     // Sizes checked from config.json, before any weight is read: the wasm heap, or on webgpu the
     // adapter's largest storage binding (one binding per tensor).
     const folder = await readModelFolder(dir, (meta) => {
-      checkFitsBackend(meta.dir, meta.arch, backend);
+      checkFitsBackend(meta.dir, meta.arch, backend, kernelsInfo().kernels === 'native');
       checkModelFits(name, deviceWeightBytes(meta.arch), largestTensors(meta.arch));
     });
     return new LoadedModel(name, folder, toDevice(folder));

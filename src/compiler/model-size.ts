@@ -16,28 +16,32 @@ export const WASM_HEAP_BYTES = 4 * GIB;
 export const WASM_HEADROOM_BYTES = 0.25 * GIB;
 
 /** The problem with loading these weights on this backend, or null when they fit. */
-/** Bytes the weights take in the wasm heap: float32 weights, and XNNPACK's packed copy of each matmul weight. */
-export function wasmWeightBytes(arch: ModelArch): number {
-  return deviceWeightBytes(arch) + 4 * arch.matmulParams;
+/**
+ * Bytes the weights take in the wasm heap: float32 weights, and XNNPACK's packed copy of each
+ * matmul weight, unless the native kernels run the matmuls (their packed copies live outside the heap).
+ */
+export function wasmWeightBytes(arch: ModelArch, nativeMatmuls = false): number {
+  return deviceWeightBytes(arch) + (nativeMatmuls ? 0 : 4 * arch.matmulParams);
 }
 
-export function backendSizeProblem(arch: ModelArch, backend: BackendName): string | null {
+export function backendSizeProblem(arch: ModelArch, backend: BackendName, nativeMatmuls = false): string | null {
   if (backend !== 'wasm') return null;
-  const bytes = wasmWeightBytes(arch);
+  const bytes = wasmWeightBytes(arch, nativeMatmuls);
   if (bytes <= WASM_HEAP_BYTES - WASM_HEADROOM_BYTES) return null;
   const gib = (n: number) => `${(n / GIB).toFixed(2)} GiB`;
   return (
     `${(arch.params / 1e9).toFixed(2)}B parameters need ${gib(bytes)} of the wasm heap ` +
-    `(${gib(deviceWeightBytes(arch))} of float32 weights, and XNNPACK's packed copy of the matmul weights), ` +
+    `(${gib(deviceWeightBytes(arch))} of float32 weights${nativeMatmuls ? '' : ", and XNNPACK's packed copy of the matmul weights"}), ` +
     `more than the wasm backend can hold (its heap is ${gib(WASM_HEAP_BYTES)} for weights, KV caches and workspace together, ` +
     `${gib(WASM_HEAP_BYTES - WASM_HEADROOM_BYTES)} at most for weights). ` +
+    (nativeMatmuls ? '' : 'With the native kernels (oneDNN, see the README) the packed copies leave the heap. ') +
     'Run it on a backend without that limit: tensorflow (@tensorflow/tfjs-node-gpu or tfjs-node installed) or webgpu on a GPU with the memory, ' +
     'with BATCHGEN_BACKEND; or pick a smaller model'
   );
 }
 
-export function checkFitsBackend(dir: string, arch: ModelArch, backend: BackendName): void {
-  const problem = backendSizeProblem(arch, backend);
+export function checkFitsBackend(dir: string, arch: ModelArch, backend: BackendName, nativeMatmuls = false): void {
+  const problem = backendSizeProblem(arch, backend, nativeMatmuls);
   if (problem) throw new ModelFormatError(`${dir}/config.json`, problem);
 }
 

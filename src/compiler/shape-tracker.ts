@@ -4,10 +4,12 @@
  * attributes). After warm-up, a signature the variant has not seen is a retrace: on the tensorflow
  * backend at most a new kernel set-up (its eager kernels are cached by op attributes, not shapes),
  * on wasm a new XNNPACK operator or allocation pattern.
+ * With native kernels, a oneDNN primitive created or a weight packed after warm-up counts too.
  * On webgpu it also counts compute pipelines created (WGSL compiled) while a warmed variant runs:
  * a true recompilation. The cost is one string per kernel call, cheap enough to stay on in production.
  */
 import { tf } from './backend.js';
+import { onNativeCreation } from './native/creations.js';
 import { onPipelineCreated } from './webgpu.js';
 
 interface Scope {
@@ -56,6 +58,10 @@ function signature(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Rec
 function install(): void {
   if (installed) return;
   installed = true;
+  // A native primitive created or a weight packed after warm-up is set-up in a step: a retrace.
+  onNativeCreation((what) => {
+    if (active !== null && !active.warming) countRetrace(`native ${what}`);
+  });
   const engine = tf.engine() as unknown as {
     runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs?: Record<string, unknown>): unknown;
   };

@@ -46,6 +46,12 @@ export interface Engine {
   readonly backend: string;
   /** What runs its kernels: xnnpack, dawn (adapter), libtensorflow, javascript ('none' for noop). */
   readonly kernelProvider: string;
+  /** Matmul kernels: 'native' (oneDNN), 'stock' (the backend's own), 'none' for noop. */
+  readonly kernels?: string;
+  /** Threads of the native kernels (1 otherwise). */
+  readonly threads?: number;
+  /** Why stock kernels run, when they do on the wasm backend (the addon missing, or asked for). */
+  readonly kernelsReason?: string;
   loadModel(spec: ModelSpec): Promise<EngineModel>;
   /** Compiles and warms one variant (a miss in the cache) or returns the cached one. */
   compile(model: EngineModel, key: CompileKey, batchSize: number): Promise<EngineVariant>;
@@ -61,6 +67,11 @@ export interface EngineOptions {
    * @defaultValue DEFAULT_VARIANT_BUDGET_BYTES (2 GiB)
    */
   cacheBudgetBytes?: number;
+  /**
+   * Threads of the native kernels (oneDNN); stock tfjs-wasm runs one thread whatever this says.
+   * @defaultValue `BATCHGEN_THREADS`, else 1 (one worker process per core)
+   */
+  threads?: number;
 }
 
 type CompilerModule = typeof import('../compiler/index.js');
@@ -70,12 +81,17 @@ type Loaded = Awaited<ReturnType<CompilerModule['loadModel']>>;
 export async function createCompilerEngine(opts: EngineOptions = {}): Promise<Engine> {
   const c: CompilerModule = await import('../compiler/index.js');
   const backend = await c.initBackend();
+  if (opts.threads !== undefined) c.setKernelThreads(opts.threads);
+  const kernels = c.kernelsInfo();
   const cache = new c.VariantCache({ budgetBytes: opts.cacheBudgetBytes });
   const loaded = new Map<string, Loaded>();
   return {
     kind: 'compiler',
     backend,
     kernelProvider: c.kernelProvider(),
+    kernels: kernels.kernels,
+    threads: kernels.threads,
+    kernelsReason: kernels.reason,
     async loadModel(spec) {
       const m = await c.loadModel(spec.dir, spec.name);
       loaded.set(spec.name, m);
@@ -126,6 +142,8 @@ export async function createNoopEngine(): Promise<Engine> {
     kind: 'noop',
     backend: 'none',
     kernelProvider: 'none',
+    kernels: 'none',
+    threads: 1,
     async loadModel(spec) {
       const info = await loadModelInfo(spec);
       return {

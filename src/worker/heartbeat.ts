@@ -20,6 +20,9 @@ export interface WorkerStats {
   backend?: string;
   /** what runs the backend's kernels (xnnpack, dawn (adapter), ...) */
   kernel_provider?: string;
+  /** matmul kernels: native (oneDNN) or stock */
+  kernels?: string;
+  threads?: number;
   models: string[];
   keys: string[];
   /** keys whose last compile failed here (tried again after a while) */
@@ -141,6 +144,8 @@ export function workerStats(s: StatsSources): WorkerStats {
     engine: s.engine?.kind,
     backend: s.engine?.backend,
     kernel_provider: s.engine?.kernelProvider,
+    kernels: s.engine?.kernels,
+    threads: s.engine?.threads,
     models: s.models,
     keys: s.holder?.ids() ?? [],
     ...(s.holder?.book.report() ?? { compile_failed: [], refused: [] }),

@@ -26,6 +26,15 @@ export function meteredEngine(engine: Engine, m: CompileCounters): Engine {
     get kernelProvider() {
       return engine.kernelProvider;
     },
+    get kernels() {
+      return engine.kernels;
+    },
+    get threads() {
+      return engine.threads;
+    },
+    get kernelsReason() {
+      return engine.kernelsReason;
+    },
     loadModel: (spec) => engine.loadModel(spec),
     async compile(model, key, batchSize) {
       const before = engine.stats().compiles;

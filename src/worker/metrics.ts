@@ -132,6 +132,15 @@ function workerGauges(r: MetricsRegistry, src: MetricSources): void {
     ['state'],
   );
   r.gauge(
+    'batchgen_kernels_info',
+    'Always 1; the labels name the matmul kernels (native oneDNN or stock tfjs) and their threads',
+    () => {
+      const e = src.engine();
+      return [{ labels: { kernels: e?.kernels ?? 'none', threads: String(e?.threads ?? 1) }, value: 1 }];
+    },
+    ['kernels', 'threads'],
+  );
+  r.gauge(
     'batchgen_worker_info',
     'Always 1; the labels name the worker, its engine and tfjs backend',
     () => {

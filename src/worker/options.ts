@@ -105,6 +105,11 @@ export interface BatchWorkerOptions extends KeyspaceOptions {
    */
   cacheBudgetBytes?: number;
   /**
+   * Threads of the native matmul kernels (oneDNN) of this worker's engine.
+   * @defaultValue `BATCHGEN_THREADS`, else 1 (run one worker process per core)
+   */
+  threads?: number;
+  /**
    * `/healthz` answers 503 after this many loop iterations in a row ended in an error.
    * @defaultValue `5`
    */
@@ -165,6 +170,7 @@ export interface ResolvedOptions {
   heartbeatMs: number;
   metricsPort: number | undefined;
   cacheBudgetBytes: number;
+  threads: number | undefined;
   unhealthyAfterLoopErrors: number;
   shutdownTimeoutMs: number;
   watchdogMs: number;
@@ -222,6 +228,8 @@ export function resolveOptions(opts: BatchWorkerOptions): ResolvedOptions {
   const batchSizes = checkBatchSizes(opts.batchSizes ?? [...DEFAULT_BATCH_SIZES]);
   if (opts.cacheBudgetBytes !== undefined && !(opts.cacheBudgetBytes > 0))
     throw new Error(`cacheBudgetBytes must be positive, got ${opts.cacheBudgetBytes}`);
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1))
+    throw new Error(`threads must be a positive integer, got ${opts.threads}`);
   for (const k of opts.keys ?? []) parseKeyId(k);
   const assigned = opts.assigned ?? false;
   if (assigned && opts.id === undefined) throw new Error('an assigned worker needs its id (--id ID): its keys are assigned to that id');
@@ -247,6 +255,7 @@ export function resolveOptions(opts: BatchWorkerOptions): ResolvedOptions {
     heartbeatMs,
     metricsPort: opts.metricsPort,
     cacheBudgetBytes: opts.cacheBudgetBytes ?? d.cacheBudgetBytes,
+    threads: opts.threads,
     unhealthyAfterLoopErrors,
     shutdownTimeoutMs,
     watchdogMs,

@@ -128,10 +128,8 @@ export class BatchWorker {
     await checkEvictionPolicy(redis, this.opts.allowEviction, this.log);
     // the engine never evicts a held variant (it would compile again while jobs wait): the key holder
     // enforces the budget by holding no more keys once it is reached
-    const engine = meteredEngine(
-      typeof opts.engine === 'object' ? opts.engine : await createEngine(opts.engine, { cacheBudgetBytes: Infinity }),
-      this.metrics,
-    );
+    const made = { cacheBudgetBytes: Infinity, threads: opts.threads };
+    const engine = meteredEngine(typeof opts.engine === 'object' ? opts.engine : await createEngine(opts.engine, made), this.metrics);
     this.engine = engine;
     const parts = buildParts(redis, engine, this.keys, {
       workerId: this.id,
@@ -158,6 +156,7 @@ export class BatchWorker {
         redis: redactUrl(url),
         engine: engine.kind,
         backend: engine.backend,
+        kernels: { name: engine.kernels, threads: engine.threads, reason: engine.kernelsReason || undefined },
         models: [...this.models.keys()],
         batchSizes: opts.batchSizes,
         prefix: this.keys.prefix,

@@ -136,7 +136,14 @@ function fakeSources() {
       variantCompileSeconds: { 'tiny:p16:n16:greedy:b4': 2.5 },
     },
   };
-  const engine = { kind: 'noop', backend: 'none', kernelProvider: 'xnnpack', stats: () => s.engineStats } as unknown as Engine;
+  const engine = {
+    kind: 'compiler',
+    backend: 'wasm',
+    kernelProvider: 'onednn + xnnpack',
+    kernels: 'native',
+    threads: 2,
+    stats: () => s.engineStats,
+  } as unknown as Engine;
   const sources: MetricSources = {
     worker: 'w1',
     state: () => 'running',
@@ -180,13 +187,14 @@ test('worker registry: engine, state, key and queue series from their sources; a
       at('batchgen_tfjs_tensors'),
       at('batchgen_tfjs_memory_bytes'),
       at('batchgen_variant_cache_bytes'),
-      at('batchgen_worker_info{worker="w1",engine="noop",backend="none"}'),
-      at('batchgen_backend_info{backend="none",kernel_provider="xnnpack"}'),
+      at('batchgen_worker_info{worker="w1",engine="compiler",backend="wasm"}'),
+      at('batchgen_backend_info{backend="wasm",kernel_provider="onednn + xnnpack"}'),
       at('batchgen_pipelines_total'),
       at('batchgen_pipelines_after_warmup_total'),
       at('batchgen_variant_compile_seconds{variant="tiny:p16:n16:greedy:b4"}'),
+      at('batchgen_kernels_info{kernels="native",threads="2"}'),
     ],
-    [1, 0, 1.5, 12, 4096, 1024, 1, 1, 57, 0, 2.5],
+    [1, 0, 1.5, 12, 4096, 1024, 1, 1, 57, 0, 2.5, 1],
   );
   assert.deepEqual(
     [
