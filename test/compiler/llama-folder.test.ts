@@ -167,7 +167,10 @@ test('a model too big for the wasm heap is refused before its weights are read, 
   assert.match(backendSizeProblem(small, 'wasm') ?? '', /0\.49B parameters need 4\.\d\d GiB of the wasm heap \(2\.35 GiB/);
   // With the native kernels the packed copies live outside the heap: the weights alone fit.
   assert.equal(backendSizeProblem(small, 'wasm', true), null);
-  assert.match(backendSizeProblem(arch, 'wasm', true) ?? '', /7\.62B parameters need 28\.37 GiB of the wasm heap \(28\.37 GiB of float32 weights\)/);
+  assert.match(
+    backendSizeProblem(arch, 'wasm', true) ?? '',
+    /7\.62B parameters need 28\.37 GiB of the wasm heap \(28\.37 GiB of float32 weights\)/,
+  );
   const smol360 = parseModelConfig({
     model_type: 'llama',
     hidden_size: 960,
