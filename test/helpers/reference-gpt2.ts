@@ -403,7 +403,7 @@ export interface RefBeamResult extends RefGenerated {
  * finalized as hypotheses. Generated length (stop id included) is the length-penalty length.
  *
  * Two details follow the vectorised search of current transformers rather than the legacy scorer,
- * which the issue asks for: the "is done" check (see `doneCheck`; the legacy one is available), and
+ * as the project follows it: the "is done" check (see `doneCheck`; the legacy one is available), and
  * a finished hypothesis keeps the stop id it produced (the legacy scorer stored it without the stop
  * id and padded the output with eos_token_id[0]). Everything else is the legacy BeamHypotheses.
  */
