@@ -12,23 +12,8 @@ import { readModelFolder } from '../../src/compiler/model-folder.js';
 import { backendSizeProblem } from '../../src/compiler/model-size.js';
 import { readSafetensors, writeSafetensors } from '../../src/compiler/safetensors.js';
 import { parseModelConfig } from '../../src/model/config.js';
-import { ModelFormatError } from '../../src/shared/errors.js';
+import { editJson, rejectsFormat } from '../helpers/format-errors.js';
 import { params, policy, tempDir } from '../helpers/compiler-fixtures.js';
-
-async function rejectsFormat(p: Promise<unknown>, file: string, re: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof ModelFormatError, `expected ModelFormatError, got ${String(e)}`);
-    assert.ok(e.message.startsWith(file), `message should start with ${file}: ${e.message}`);
-    assert.match(e.message, re);
-    return true;
-  });
-}
-
-function editJson(file: string, edit: (j: Record<string, unknown>) => void): void {
-  const j = JSON.parse(fs.readFileSync(file, 'utf-8'));
-  edit(j);
-  fs.writeFileSync(file, JSON.stringify(j));
-}
 
 test('a BF16 checkpoint in 3 shards loads to the same weights and greedy tokens as the same values in one F32 file', async () => {
   const root = tempDir();

@@ -9,7 +9,7 @@ import { readGpt2Folder } from '../helpers/compiler-fixtures.js';
 import { renderChat } from '../../src/model/chat-template.js';
 import { makeModel } from '../../src/compiler/make-model.js';
 import { makeModelCommand } from '../../src/cli/make-model.js';
-import { ModelFormatError } from '../../src/shared/errors.js';
+import { editJson, rejectsFormat, throwsFormat } from '../helpers/format-errors.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'batchgen-model-'));
 let counter = 0;
@@ -31,31 +31,6 @@ function editWeights(dir: string, edit: (t: Record<string, FloatTensor>) => void
   const tensors = Object.fromEntries(readSafetensors(file));
   edit(tensors);
   writeSafetensors(file, tensors);
-}
-
-function editJson(file: string, edit: (j: Record<string, unknown>) => void): void {
-  const j = JSON.parse(fs.readFileSync(file, 'utf-8'));
-  edit(j);
-  fs.writeFileSync(file, JSON.stringify(j));
-}
-
-/** Asserts a ModelFormatError whose message starts with `file` and matches `re`. */
-async function rejectsFormat(p: Promise<unknown>, file: string, re: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof ModelFormatError, `expected ModelFormatError, got ${String(e)}`);
-    assert.ok(e.message.startsWith(file), `message should start with ${file}: ${e.message}`);
-    assert.match(e.message, re);
-    return true;
-  });
-}
-
-function throwsFormat(fn: () => unknown, file: string, re: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ModelFormatError, `expected ModelFormatError, got ${String(e)}`);
-    assert.ok(e.message.startsWith(file), `message should start with ${file}: ${e.message}`);
-    assert.match(e.message, re);
-    return true;
-  });
 }
 
 /** A safetensors file from a hand-written header and data. */
