@@ -1,6 +1,6 @@
 /**
  * The compiler tests that guard correctness (parity with the float64 reference, invariance, KV cache,
- * beams, leaks, retraces) run again under the other kernel provider: this file runs under the
+ * beams, leaks, retraces, the Llama family) run again under the other kernel provider: this file runs under the
  * default (native when the addon is built), and runs those files in child processes with
  * BATCHGEN_KERNELS set to the other one.
  */
@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { initBackend, kernelsInfo } from '../../src/compiler/index.js';
 import { loadAddon } from '../../src/compiler/native/addon.js';
 
-const FILES = ['parity', 'invariance', 'kv-cache', 'beam', 'leaks', 'retrace'];
+const FILES = ['parity', 'invariance', 'kv-cache', 'beam', 'leaks', 'retrace', 'llama'];
 const here = dirname(fileURLToPath(import.meta.url));
 const backend = await initBackend();
 const other = kernelsInfo().kernels === 'native' ? 'stock' : 'native';
