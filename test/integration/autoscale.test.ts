@@ -133,8 +133,8 @@ test('a worker stopped while it runs a batch loses no job: the batch in hand fin
   const c = await client('as1');
   const raw = new Redis(redis.url);
   const ks = new Keyspace({ prefix: 'as1' });
+  const { s, driver } = scaler('as1', { faults: { runDelayMs: 800 }, idleSeconds: 30 });
   try {
-    const { s, driver } = scaler('as1', { faults: { runDelayMs: 800 }, idleSeconds: 30 });
     await s.start();
     const reqs = Array.from({ length: 10 }, (_, i) => ({ custom_id: `s${i}`, model: 'tiny', prompt: `stop ${i}`, max_new_tokens: 6 }));
     const h = await c.submitBatch(reqs, { batchId: 'as1' });
@@ -160,6 +160,8 @@ test('a worker stopped while it runs a batch loses no job: the batch in hand fin
     // (the policy may give the new worker the stopped one's id again: counted by results, not by id)
     assert.ok(atExit < reqs.length, `the stopped worker left jobs (${reqs.length - atExit}) for the worker that took its key`);
   } finally {
+    // its workers (idle for 30 s) must not outlive the test: later tests compare Redis keys
+    await s.close();
     raw.disconnect();
     await c.close();
   }
@@ -172,8 +174,8 @@ test('a worker killed with SIGKILL: its assignment is deleted, its keys assigned
   const c = await client('as2');
   const raw = new Redis(redis.url);
   const ks = new Keyspace({ prefix: 'as2' });
+  const { s, driver, logs } = scaler('as2', { faults: { runDelayMs: 800 }, idleSeconds: 30 });
   try {
-    const { s, driver, logs } = scaler('as2', { faults: { runDelayMs: 800 }, idleSeconds: 30 });
     await s.start();
     const reqs = Array.from({ length: 8 }, (_, i) => ({ custom_id: `k${i}`, model: 'tiny', prompt: `kill ${i}`, max_new_tokens: 6 }));
     const h = await c.submitBatch(reqs, { batchId: 'as2' });
@@ -200,6 +202,8 @@ test('a worker killed with SIGKILL: its assignment is deleted, its keys assigned
     assert.deepEqual([rec.status, rec.counts.completed, rec.counts.failed], ['completed', reqs.length, 0]);
     assert.deepEqual(await resultIds(raw, ks, 'as2'), reqs.map((r) => r.custom_id).sort(), 'one result per custom_id');
   } finally {
+    // its workers (idle for 30 s) must not outlive the test: later tests compare Redis keys
+    await s.close();
     raw.disconnect();
     await c.close();
   }
