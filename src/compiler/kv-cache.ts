@@ -1,6 +1,7 @@
 /**
  * The static KV cache of one variant: per layer, keys [R, H, T, D] and values stored transposed
- * [R, H, D, T], with T = P + N. Allocated once when the variant is compiled; every write has a
+ * [R, H, D, T], with T = P + N and H the model's key/value heads (fewer than its query heads under
+ * grouped-query attention). Allocated once when the variant is compiled; every write has a
  * fixed shape. On wasm and cpu the writes go straight into the tensors' memory (in place, no copy of
  * the cache); on webgpu a small shader writes the step's slot into the cache buffer
  * (webgpu-slot-write.ts); on tensorflow a write builds the next cache tensor with `where`, which
