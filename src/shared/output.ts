@@ -93,42 +93,32 @@ export function formatResultLine(r: ResultRecord, batchId: string): NativeResult
     completion_tokens: r.completion_tokens,
     total_tokens: r.prompt_tokens + r.completion_tokens,
   };
-  const response = { status_code: 200, request_id: `req_${sid}` };
-  if (r.form === 'openai_chat') {
-    const message = { role: 'assistant' as const, content: r.text, refusal: null };
-    return {
-      id: `batch_req_${sid}`,
-      custom_id: r.custom_id,
-      response: {
-        ...response,
-        body: {
-          id: `chatcmpl-${sid}`,
-          object: 'chat.completion',
-          created,
-          model: r.model,
-          choices: [{ index: 0, message, logprobs: null, finish_reason }],
-          usage,
-        },
-      },
-      error: null,
-    };
-  }
-  return {
+  // The envelope (its keys in OpenAI's order) around the endpoint's body.
+  const line = <B>(body: B) => ({
     id: `batch_req_${sid}`,
     custom_id: r.custom_id,
-    response: {
-      ...response,
-      body: {
-        id: `cmpl-${sid}`,
-        object: 'text_completion',
-        created,
-        model: r.model,
-        choices: [{ text: r.text, index: 0, logprobs: null, finish_reason }],
-        usage,
-      },
-    },
+    response: { status_code: 200 as const, request_id: `req_${sid}`, body },
     error: null,
-  };
+  });
+  if (r.form === 'openai_chat') {
+    const message = { role: 'assistant' as const, content: r.text, refusal: null };
+    return line({
+      id: `chatcmpl-${sid}`,
+      object: 'chat.completion' as const,
+      created,
+      model: r.model,
+      choices: [{ index: 0, message, logprobs: null, finish_reason }],
+      usage,
+    });
+  }
+  return line({
+    id: `cmpl-${sid}`,
+    object: 'text_completion' as const,
+    created,
+    model: r.model,
+    choices: [{ text: r.text, index: 0, logprobs: null, finish_reason }],
+    usage,
+  });
 }
 
 /**
