@@ -9,9 +9,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateRows, retraces, tf, VariantCache } from '../../src/compiler/index.js';
 import { recentRetraces } from '../../src/compiler/shape-tracker.js';
-import { forwardSteps, params, policy, randomIds } from '../helpers/compiler-fixtures.js';
+import { assertPrefillMatches, forwardSteps, params, policy, randomIds } from '../helpers/compiler-fixtures.js';
 import { type LlamaModel, llamaModel, llamaRefOf } from '../helpers/llama-fixtures.js';
-import { argmax, relativeError } from '../helpers/reference-gpt2.js';
+import { relativeError } from '../helpers/reference-gpt2.js';
 import { llamaReferenceGreedy, llamaReferenceLogits, refInvFreq } from '../helpers/reference-llama.js';
 
 const TOL = 1e-4;
@@ -69,20 +69,7 @@ test('the test models are the shapes they claim: GQA ratios, llama3 bands, Qwen2
 for (const name of ['llama41', 'llama21', 'qwen2', 'mistral'] as const) {
   test(`${name}: prefill logits match the float64 reference within 1e-4 relative, batched and alone`, async () => {
     const m = models[name];
-    const ps = prompts.get(m)!;
-    const batched = (await forwardSteps(m, ps, 16, []))[0];
-    for (const [r, p] of ps.entries()) {
-      const want = llamaReferenceLogits(llamaRefOf(m), p);
-      const alone = (await forwardSteps(m, [p], p.length, []))[0][0];
-      for (const [how, got] of [
-        ['batched', batched[r]],
-        ['alone', alone],
-      ] as const) {
-        const rel = relativeError(got, want);
-        assert.ok(rel < TOL, `${name}, prompt ${r} (${how}): relative error ${rel.toExponential(2)}`);
-        assert.equal(argmax(got), argmax(want), `${name}, prompt ${r} (${how}): argmax`);
-      }
-    }
+    await assertPrefillMatches(m, prompts.get(m)!, (p) => llamaReferenceLogits(llamaRefOf(m), p), name);
   });
 
   test(`${name}: decode steps over the KV cache match a full recompute at every step`, async () => {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { generateRows, makeModel, VariantCache, type LoadedModel } from '../../src/compiler/index.js';
 import {
+  assertPrefillMatches,
   forwardSteps,
   type Gpt2Model,
   loadGpt2,
@@ -20,7 +21,6 @@ import {
 } from '../helpers/compiler-fixtures.js';
 import { argmax, referenceGreedy, referenceLogits, relativeError, type RefModel } from '../helpers/reference-gpt2.js';
 
-const TOL = 1e-4;
 const TEXTS = [
   'TensorFlow is',
   'The quick brown fox jumps over the lazy dog',
@@ -54,22 +54,8 @@ after(async () => {
   for (const m of [tied, untied, f16, bf16]) m.dispose();
 });
 
-async function assertLogitsMatch(m: LoadedModel, ref: RefModel, label: string): Promise<void> {
-  const ps = prompts.get(m)!;
-  // All prompts in one left-padded batch (bucket 16), then each alone at its exact length.
-  const batched = (await forwardSteps(m, ps, 16, []))[0];
-  for (const [r, p] of ps.entries()) {
-    const want = referenceLogits(ref, p);
-    const alone = (await forwardSteps(m, [p], p.length, []))[0][0];
-    for (const [how, got] of [
-      ['batched', batched[r]],
-      ['alone', alone],
-    ] as const) {
-      const rel = relativeError(got, want);
-      assert.ok(rel < TOL, `${label}, prompt ${r} (${how}): relative error ${rel.toExponential(2)} ≥ ${TOL}`);
-      assert.equal(argmax(got), argmax(want), `${label}, prompt ${r} (${how}): argmax`);
-    }
-  }
+function assertLogitsMatch(m: LoadedModel, ref: RefModel, label: string): Promise<void> {
+  return assertPrefillMatches(m, prompts.get(m)!, (p) => referenceLogits(ref, p), label);
 }
 
 async function assertGreedyMatches(m: LoadedModel, label: string, maxNewTokens = 16, penalties = [1, 1.3]): Promise<void> {

@@ -15,7 +15,8 @@ import { readModelFolder } from '../../src/compiler/model-folder.js';
 import type { Gpt2Folder } from '../../src/compiler/types.js';
 import { parseBucketPolicy, type BucketPolicy } from '../../src/shared/buckets.js';
 import { resolveParams, type GenerationParams, type ResolvedParams } from '../../src/shared/params.js';
-import type { RefModel } from './reference-gpt2.js';
+import assert from 'node:assert/strict';
+import { argmax, relativeError, type RefModel } from './reference-gpt2.js';
 
 const roots: string[] = [];
 process.on('exit', () => {
@@ -167,4 +168,31 @@ export async function forwardSteps(
     cache.dispose();
   }
   return out;
+}
+
+/**
+ * The prefill logits of every prompt, all in one left-padded batch (bucket 16) and each alone at its
+ * exact length, equal `reference` (an independent forward of the unpadded ids) within 1e-4
+ * relative, with the same argmax.
+ */
+export async function assertPrefillMatches(
+  m: LoadedModel,
+  prompts: number[][],
+  reference: (ids: number[]) => ArrayLike<number>,
+  label: string,
+): Promise<void> {
+  const TOL = 1e-4;
+  const batched = (await forwardSteps(m, prompts, 16, []))[0];
+  for (const [r, p] of prompts.entries()) {
+    const want = reference(p);
+    const alone = (await forwardSteps(m, [p], p.length, []))[0][0];
+    for (const [how, got] of [
+      ['batched', batched[r]],
+      ['alone', alone],
+    ] as const) {
+      const rel = relativeError(got, want);
+      assert.ok(rel < TOL, `${label}, prompt ${r} (${how}): relative error ${rel.toExponential(2)} ≥ ${TOL}`);
+      assert.equal(argmax(got), argmax(want), `${label}, prompt ${r} (${how}): argmax`);
+    }
+  }
 }
