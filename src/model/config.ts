@@ -5,6 +5,7 @@
  */
 import { ModelFormatError } from '../shared/errors.js';
 import { type FamilyName, type ModelArch, gpt2Arch, llamaArch } from './arch.js';
+import { configFields } from './config-fields.js';
 import { LLAMA_MODEL_TYPES, type LlamaConfig, parseLlamaConfig } from './llama-config.js';
 
 /** A parsed config.json: its family, the family's own fields, and the family-independent sizes. */
@@ -43,15 +44,7 @@ export interface Gpt2Config {
 const TANH_GELU = new Set(['gelu_new', 'gelu_pytorch_tanh']);
 
 export function parseConfig(raw: Record<string, unknown>, file = 'config.json'): Gpt2Config {
-  const fail = (problem: string): never => {
-    throw new ModelFormatError(file, problem);
-  };
-  const positiveInt = (key: string, value: unknown): number => {
-    if (value === undefined || value === null) fail(`missing required field "${key}"`);
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0)
-      fail(`"${key}" must be a positive integer, got ${JSON.stringify(value)}`);
-    return value as number;
-  };
+  const { fail, positiveInt } = configFields(file);
   if (raw.model_type !== undefined && raw.model_type !== 'gpt2')
     fail(`model_type "${String(raw.model_type)}" is not supported (only gpt2)`);
   const vocab_size = positiveInt('vocab_size', raw.vocab_size);

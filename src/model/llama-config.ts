@@ -4,7 +4,7 @@
  * the three share is one forward (RMSNorm, rotary embeddings, grouped-query attention, SiLU-gated
  * MLP); they differ in which projections carry a bias and in the sliding window.
  */
-import { ModelFormatError } from '../shared/errors.js';
+import { configFields } from './config-fields.js';
 
 export const LLAMA_MODEL_TYPES = ['llama', 'qwen2', 'mistral'] as const;
 export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
@@ -50,27 +50,12 @@ export interface LlamaConfig {
 }
 
 export function parseLlamaConfig(raw: Record<string, unknown>, file: string): LlamaConfig {
-  const fail = (problem: string): never => {
-    throw new ModelFormatError(file, problem);
-  };
-  const positiveInt = (key: string, fallback?: number): number => {
-    const value = raw[key] ?? fallback;
-    if (value === undefined || value === null) fail(`missing required field "${key}"`);
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0)
-      fail(`"${key}" must be a positive integer, got ${JSON.stringify(value)}`);
-    return value as number;
-  };
-  const positiveNumber = (key: string, fallback: number): number => {
-    const value = raw[key] ?? fallback;
-    if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value))
-      fail(`"${key}" must be a positive number, got ${JSON.stringify(value)}`);
-    return value as number;
-  };
-  const flag = (key: string, fallback: boolean): boolean => {
-    const value = raw[key] ?? fallback;
-    if (typeof value !== 'boolean') fail(`"${key}" must be true or false, got ${JSON.stringify(value)}`);
-    return value as boolean;
-  };
+  // Each field read from raw, or its default when absent.
+  const f = configFields(file);
+  const fail = f.fail;
+  const positiveInt = (key: string, fallback?: number) => f.positiveInt(key, raw[key] ?? fallback);
+  const positiveNumber = (key: string, fallback: number) => f.positiveNumber(key, raw[key] ?? fallback);
+  const flag = (key: string, fallback: boolean) => f.flag(key, raw[key] ?? fallback);
   const modelType = raw.model_type as LlamaModelType;
   const hidden = positiveInt('hidden_size');
   const heads = positiveInt('num_attention_heads');
