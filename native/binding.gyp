@@ -2,9 +2,9 @@
   "targets": [
     {
       "target_name": "batchgen_native",
-      "sources": ["src/addon.cc"],
+      "sources": ["src/addon.cc", "src/panels.cc", "src/attention.cc"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O2", "-fopenmp"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fopenmp"],
       "libraries": ["-ldnnl", "-lgomp"]
     }
   ]

@@ -8,14 +8,19 @@
 // only, and which layout of the weights is faster ([K, N] or [N, K]) depends on the shape (for few
 // rows, the transposed one often is, by 2x). So a weight's packed form is its transposed copy,
 // outside the wasm heap, and the JavaScript side picks per weight and row count by timing both.
+// For few rows there is a third layout, 8-column panels run by this addon's own kernel (panels.h).
 #include <node_api.h>
 #include <omp.h>
 
+#include <cstdlib>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "attention.h"
+#include "panels.h"
 
 using dnnl::memory;
 using tag = memory::format_tag;
@@ -41,7 +46,15 @@ struct Matmul {
 };
 
 std::vector<std::unique_ptr<Matmul>> matmuls;
-std::vector<std::unique_ptr<memory>> packs;  // packed weights; null once freed
+// A packed copy of a weight: a oneDNN memory (the other layout) or 8-column panels.
+struct Pack {
+  std::unique_ptr<memory> mem;
+  float* panels = nullptr;
+  size_t K = 0, N = 0;
+  ~Pack() { std::free(panels); }
+};
+std::vector<std::unique_ptr<Pack>> packs;  // null once freed
+int kernelThreads = 1;
 
 #define CHECK(call)                                                        \
   do {                                                                     \
@@ -147,8 +160,9 @@ napi_value pack(napi_env env, napi_callback_info info) {
   try {
     Matmul& m = *matmuls[id];
     memory user(m.plainWei, cpu(), base + off);
-    auto packed = std::make_unique<memory>(m.wei.get_desc(), cpu());
-    dnnl::reorder(user, *packed).execute(queue(), user, *packed);
+    auto packed = std::make_unique<Pack>();
+    packed->mem = std::make_unique<memory>(m.wei.get_desc(), cpu());
+    dnnl::reorder(user, *packed->mem).execute(queue(), user, *packed->mem);
     queue().wait();
     packs.push_back(std::move(packed));
     return make(env, packs.size() - 1);
@@ -179,8 +193,8 @@ napi_value run(napi_env env, napi_callback_info info) {
     std::unordered_map<int, memory> io{{DNNL_ARG_SRC, m.src}, {DNNL_ARG_DST, m.dst}};
     if (m.packed) {
       const size_t p = packId;
-      if (packId < 0 || p >= packs.size() || !packs[p]) return fail(env, "run: packed weights missing");
-      io[DNNL_ARG_WEIGHTS] = *packs[p];
+      if (packId < 0 || p >= packs.size() || !packs[p] || !packs[p]->mem) return fail(env, "run: packed weights missing");
+      io[DNNL_ARG_WEIGHTS] = *packs[p]->mem;
     } else {
       m.wei.set_data_handle(base + static_cast<size_t>(num(env, a[3])));
       io[DNNL_ARG_WEIGHTS] = m.wei;
@@ -197,6 +211,60 @@ napi_value run(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// packPanels(heap, bOffset, K, N, transposed) -> packId: the [K, N] weights (stored [N, K] when
+// transposed) at bOffset copied into 8-column panels outside the wasm heap.
+napi_value packPanels(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 5);
+  char* base = heap(env, a[0]);
+  const size_t off = num(env, a[1]), K = num(env, a[2]), N = num(env, a[3]);
+  const bool transposed = num(env, a[4]) != 0;
+  if (base == nullptr || !panels::supported() || K == 0 || N == 0) return fail(env, "packPanels: bad arguments");
+  auto packed = std::make_unique<Pack>();
+  const size_t bytes = (panels::packedFloats(K, N) * sizeof(float) + 31) / 32 * 32;
+  packed->panels = static_cast<float*>(std::aligned_alloc(32, bytes));
+  if (packed->panels == nullptr) return fail(env, "packPanels: out of memory");
+  packed->K = K;
+  packed->N = N;
+  panels::pack(reinterpret_cast<const float*>(base + off), K, N, transposed, packed->panels);
+  packs.push_back(std::move(packed));
+  return make(env, packs.size() - 1);
+}
+
+// runPanels(heap, aOffset, M, packId, biasOffset, outOffset): out[M, N] = a[M, K] @ panels (+ bias
+// when biasOffset >= 0), K and N those of the pack.
+napi_value runPanels(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 6);
+  char* base = heap(env, a[0]);
+  const size_t aOff = num(env, a[1]), M = num(env, a[2]), p = num(env, a[3]);
+  const double biasOff = num(env, a[4]);
+  const size_t outOff = num(env, a[5]);
+  if (base == nullptr || p >= packs.size() || !packs[p] || packs[p]->panels == nullptr) return fail(env, "runPanels: bad arguments");
+  const Pack& pk = *packs[p];
+  const float* bias = biasOff >= 0 ? reinterpret_cast<const float*>(base + static_cast<size_t>(biasOff)) : nullptr;
+  panels::run(reinterpret_cast<const float*>(base + aOff), M, pk.K, pk.N, pk.panels, bias, reinterpret_cast<float*>(base + outOff),
+              kernelThreads);
+  return nullptr;
+}
+
+// attention(heap, qOffset, kOffset, vtOffset, biasOffset, outOffset, R, H, KV, T, D, scale, masked):
+// one decode step's attention over the cache (attention.h).
+napi_value decodeAttention(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 13);
+  char* base = heap(env, a[0]);
+  if (base == nullptr || !attention::supported()) return fail(env, "attention: bad arguments");
+  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
+  const size_t R = num(env, a[6]), H = num(env, a[7]), KV = num(env, a[8]), T = num(env, a[9]), D = num(env, a[10]);
+  if (KV == 0 || H % KV != 0) return fail(env, "attention: heads must be a multiple of key/value heads");
+  attention::decode(at(1), at(2), at(3), at(4), at(5), R, H, KV, T, D, num(env, a[11]), num(env, a[12]), kernelThreads);
+  return nullptr;
+}
+
+napi_value ownKernels(napi_env env, napi_callback_info) {
+  napi_value out;
+  napi_get_boolean(env, panels::supported() && attention::supported(), &out);
+  return out;
+}
+
 // flush(): writes a buffer larger than the caches, so that the next matmul reads its weights from
 // memory, as a decode step does (each layer's weights once per step). Layout timing uses it.
 napi_value flush(napi_env env, napi_callback_info) {
@@ -210,7 +278,10 @@ napi_value flush(napi_env env, napi_callback_info) {
 napi_value setThreads(napi_env env, napi_callback_info info) {
   auto a = args(env, info, 1);
   const int n = static_cast<int>(num(env, a[0]));
-  if (n >= 1) omp_set_num_threads(n);
+  if (n >= 1) {
+    omp_set_num_threads(n);
+    kernelThreads = n;
+  }
   return make(env, omp_get_max_threads());
 }
 
@@ -231,6 +302,10 @@ napi_value init(napi_env env, napi_value exports) {
       {"pack", nullptr, pack, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"unpack", nullptr, unpack, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, run, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"packPanels", nullptr, packPanels, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"runPanels", nullptr, runPanels, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attention", nullptr, decodeAttention, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ownKernels", nullptr, ownKernels, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"flush", nullptr, flush, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, setThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"threads", nullptr, threads, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -10,6 +10,7 @@ import type { Gpt2Config } from '../model/config.js';
 import type { DeviceModel } from './family.js';
 import type { Gpt2Weights } from './types.js';
 import type { KvCache } from './kv-cache.js';
+import { cacheAttention } from './attention.js';
 
 export interface DeviceBlock {
   ln1g: tf.Tensor1D;
@@ -192,9 +193,7 @@ export function prefill(w: DeviceWeights, cache: KvCache, ids: tf.Tensor2D, pos:
 /**
  * One new token per row. ids, pos: [R] int32; slot: the cache position this step writes (the same for
  * every row, as prompts are left padded to one length); keyBias: [R, 1, T] additive mask over all
- * cache positions. Attention is written as broadcast multiply and sum, not batched matmul: on wasm a
- * batched matmul takes a slow scalar path, and at one query per row the two cost the same flops.
- * The value cache is stored transposed ([R, H, D, T]) so that both sums run over the last axis.
+ * cache positions. Attention over the cache: attention.ts.
  */
 export function decodeStep(
   w: DeviceWeights,
@@ -204,19 +203,14 @@ export function decodeStep(
   slot: number,
   keyBias: tf.Tensor3D,
 ): tf.Tensor2D {
-  const { n_embd: E, n_head: H, layer_norm_epsilon: eps } = w.config;
-  const R = ids.shape[0];
-  const D = E / H;
+  const { n_head: H, layer_norm_epsilon: eps } = w.config;
   let h = embed(w, ids, pos) as tf.Tensor2D; // [R, E]
   w.blocks.forEach((blk, layer) => {
     const a = layerNorm(h, blk.ln1g, blk.ln1b, eps) as tf.Tensor2D;
     const q = linear(a, blk.qW, blk.qB);
     cache.writeStep(layer, slot, linear(a, blk.kW, blk.kB), linear(a, blk.vW, blk.vB));
     const { k: kc, vt } = cache.layer(layer); // [R, H, T, D], [R, H, D, T]
-    const q4 = tf.reshape(q, [R, H, 1, D]);
-    const scores = tf.add(tf.mul(tf.sum(tf.mul(q4, kc), -1), 1 / Math.sqrt(D)), keyBias); // [R, H, T]
-    const probs = tf.reshape(tf.softmax(scores), [R, H, 1, -1]);
-    const att = tf.reshape(tf.sum(tf.mul(probs, vt), -1), [R, E]) as tf.Tensor2D; // [R, H, D] -> [R, E]
+    const att = cacheAttention(q, kc, vt, keyBias, H);
     h = tf.add(h, linear(att, blk.projW, blk.projB));
     h = tf.add(h, mlp(layerNorm(h, blk.ln2g, blk.ln2b, eps) as tf.Tensor2D, blk));
   });

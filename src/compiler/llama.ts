@@ -9,6 +9,7 @@ import { llamaArch, type ModelArch } from '../model/arch.js';
 import { type LlamaConfig, ropeInverseFrequencies } from '../model/llama-config.js';
 import type { DeviceModel } from './family.js';
 import type { KvCache } from './kv-cache.js';
+import { cacheAttention } from './attention.js';
 import type { LlamaWeights } from './types.js';
 
 interface Linear {
@@ -177,9 +178,8 @@ export function prefill(m: LlamaDevice, cache: KvCache, ids: tf.Tensor2D, pos: t
 // ---- one decode step ---------------------------------------------------------------------------
 
 /**
- * One new token per row (see DeviceModel.decodeStep). Attention is broadcast multiply and sum, as in
- * GPT-2's decode step (batched matmul takes a slow path on wasm): the G query heads of a group meet
- * their key/value head by broadcasting over the group axis. Values are cached transposed ([.., D, T]).
+ * One new token per row (see DeviceModel.decodeStep). Attention over the cache, grouped-query
+ * included: attention.ts.
  */
 export function decodeStep(
   m: LlamaDevice,
@@ -192,11 +192,7 @@ export function decodeStep(
   const c = m.config;
   const { num_attention_heads: H, num_key_value_heads: KV, head_dim: D } = c;
   const R = ids.shape[0];
-  const G = H / KV;
-  const T = cache.length;
-  const scale = 1 / Math.sqrt(D);
   const rope = rotaryAngles(m, pos); // [R, 1, D/2]
-  const bias = tf.reshape(keyBias, [R, 1, 1, T]);
   let h = tf.gather(m.embed, ids) as tf.Tensor2D; // [R, E]
   m.layers.forEach((l, layer) => {
     const a = rmsNorm(h, l.inputNorm, c.rms_norm_eps) as tf.Tensor2D;
@@ -204,11 +200,7 @@ export function decodeStep(
     const k = rotate(tf.reshape(linear(a, l.k), [R, KV, D]), rope.cos, rope.sin);
     cache.writeStep(layer, slot, tf.reshape(k, [R, KV * D]), linear(a, l.v));
     const { k: kc, vt } = cache.layer(layer); // [R, KV, T, D], [R, KV, D, T]
-    const q4 = tf.reshape(q, [R * KV, G, 1, D]);
-    const kc4 = tf.reshape(kc, [R * KV, 1, T, D]);
-    const scores = tf.add(tf.mul(tf.reshape(tf.sum(tf.mul(q4, kc4), -1), [R, KV, G, T]), scale), bias);
-    const probs = tf.reshape(tf.softmax(scores), [R * KV, G, 1, T]);
-    const att = tf.reshape(tf.sum(tf.mul(probs, tf.reshape(vt, [R * KV, 1, D, T])), -1), [R, H * D]) as tf.Tensor2D;
+    const att = cacheAttention(tf.reshape(q, [R, H * D]), kc, vt, keyBias, H);
     h = tf.add(h, linear(att, l.o));
     h = tf.add(h, mlp(rmsNorm(h, l.postNorm, c.rms_norm_eps) as tf.Tensor2D, l));
   });

@@ -26,6 +26,28 @@ export interface NativeAddon {
   pack(heap: ArrayBuffer, bOffset: number, matmulId: number): number;
   unpack(packId: number): void;
   run(heap: ArrayBuffer, matmulId: number, a: number, b: number, bias: number, out: number, packId: number): void;
+  /** Packs [K, N] weights (stored [N, K] when transposed) into 8-column panels; returns a pack id. */
+  packPanels(heap: ArrayBuffer, bOffset: number, K: number, N: number, transposed: number): number;
+  /** out[M, N] = a[M, K] @ panels (+ bias when biasOffset >= 0). */
+  runPanels(heap: ArrayBuffer, aOffset: number, M: number, packId: number, biasOffset: number, outOffset: number): void;
+  /** One decode step's attention over the cache (native/src/attention.h); offsets into heap. */
+  attention(
+    heap: ArrayBuffer,
+    q: number,
+    k: number,
+    vt: number,
+    bias: number,
+    out: number,
+    R: number,
+    H: number,
+    KV: number,
+    T: number,
+    D: number,
+    scale: number,
+    masked: number,
+  ): void;
+  /** Whether this CPU runs the addon's own kernels, panels and attention (AVX2 and FMA). */
+  ownKernels(): boolean;
   /** Evicts the caches (writes a buffer larger than them). */
   flush(): void;
   setThreads(n: number): number;

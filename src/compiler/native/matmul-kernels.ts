@@ -2,10 +2,11 @@
  * tfjs-wasm kernels `_FusedMatMul` and `BatchMatMul` on oneDNN. Tensors stay on the wasm heap: the
  * addon gets the heap's ArrayBuffer (taken again on every call, as the memory may have grown) and
  * byte offsets. One primitive per shape signature, created on first use (warm-up). Weights (tensors
- * marked constant, with no batch dimension) get, on first use, a packed copy in the other layout
- * outside the heap; both layouts are timed (caches flushed, as a step reads each weight from memory)
- * and the faster one is kept for that signature; BATCHGEN_NATIVE_LAYOUT=stored|transposed forces
- * one. A copy is freed when tfjs frees its tensor. Anything these kernels do not cover
+ * marked constant, with no batch dimension) get, on first use, a packed copy outside the heap in
+ * each candidate layout: the other layout for oneDNN, and, for few rows, the addon's own 8-column
+ * panels (native/src/panels.h). The candidates are timed (caches flushed, as a step reads each weight
+ * from memory) and the fastest is kept for that signature; BATCHGEN_NATIVE_LAYOUT=stored|transposed|panels
+ * forces one where it is a candidate. A copy is freed when tfjs frees its tensor. Anything these kernels do not cover
  * (other dtypes, prelu, a bias that is not one row, broadcasts oneDNN cannot express) runs the stock
  * kernel.
  */
@@ -37,10 +38,18 @@ export interface NativeStats {
   layouts: Record<Layout, number>;
 }
 
+/**
+ * Up to how many rows the panel kernel is a candidate: it is written for decode steps (weights read
+ * once from memory for a few rows); above that oneDNN's blocked sgemm is faster.
+ */
+const PANEL_MAX_ROWS = 64;
 /** Timed runs per layout when choosing a weight layout (after one untimed run each). */
 const TUNE_RUNS = 3;
-/** How a constant weight is read: as tfjs stores it, or as a transposed copy outside the heap. */
-type Packed = 'transposed';
+/**
+ * How a constant weight is read: as tfjs stores it, as a transposed copy outside the heap (both by
+ * oneDNN), or as 8-column panels by the addon's own kernel.
+ */
+type Packed = 'transposed' | 'panels';
 type Layout = 'stored' | Packed;
 
 /**
@@ -73,7 +82,12 @@ export class NativeMatmuls {
   /** Implementation oneDNN chose for each primitive signature (for the benchmark's record). */
   readonly implementations = new Map<string, string>();
 
-  constructor(private readonly addon: NativeAddon) {}
+  /** Whether the panel kernel runs on this CPU. */
+  private readonly panels: boolean;
+
+  constructor(private readonly addon: NativeAddon) {
+    this.panels = addon.ownKernels();
+  }
 
   /** Tensors whose contents never change while they live (weights): eligible for packing. */
   markConstant(t: Info): void {
@@ -172,23 +186,29 @@ export class NativeMatmuls {
       let packId = byKind.get(kind);
       if (packId === undefined) {
         announceNativeCreation(`pack ${kind} ${K}x${N}`);
-        packId = this.addon.pack(heap, off(b), prim(true));
+        packId = kind === 'panels' ? this.addon.packPanels(heap, off(b), K, N, +tB) : this.addon.pack(heap, off(b), prim(true));
         byKind.set(kind, packId);
         this.livePacks += 1;
       }
       return packId;
     };
-    const runAs = (layout: Layout) => (layout === 'stored' ? run(prim(false), -1) : run(prim(true), ensurePack('transposed')));
-    let layout = this.layouts.get(sig);
+    const runAs = (layout: Layout) => {
+      if (layout === 'stored') run(prim(false), -1);
+      else if (layout === 'transposed') run(prim(true), ensurePack('transposed'));
+      else this.addon.runPanels(heap, off(a), m, ensurePack('panels'), bias ? off(bias) : -1, off(out));
+    };
+    const candidates: Layout[] = ['stored', 'transposed'];
+    // the panel kernel: no fused activation, untransposed rows, one batch of few rows
+    if (this.panels && act === 0 && !tA && bA === 1 && m <= PANEL_MAX_ROWS) candidates.push('panels');
+    // BATCHGEN_NATIVE_LAYOUT forces one where it is a candidate (to measure or test each layout)
+    const forced = process.env.BATCHGEN_NATIVE_LAYOUT as Layout | undefined;
+    let layout = forced && candidates.includes(forced) ? forced : this.layouts.get(sig);
     if (layout === undefined) {
       const had = new Set(this.packs.get(b.dataId)?.keys() ?? []);
-      const candidates: Layout[] = ['stored', 'transposed'];
-      // BATCHGEN_NATIVE_LAYOUT forces one where it is a candidate (to measure each layout)
-      const forced = process.env.BATCHGEN_NATIVE_LAYOUT as Layout | undefined;
-      layout = forced && candidates.includes(forced) ? forced : chooseLayout(candidates, runAs, () => this.addon.flush());
+      layout = chooseLayout(candidates, runAs, () => this.addon.flush());
       this.layouts.set(sig, layout);
       // copies made for the timing only
-      if (layout === 'stored' && !had.has('transposed')) this.unpack(b.dataId, 'transposed');
+      for (const kind of ['transposed', 'panels'] as const) if (layout !== kind && !had.has(kind)) this.unpack(b.dataId, kind);
     }
     runAs(layout);
     return out;
@@ -225,7 +245,7 @@ export class NativeMatmuls {
     return {
       primitives: this.prims.size,
       packs: this.livePacks,
-      layouts: { stored: count('stored'), transposed: count('transposed') },
+      layouts: { stored: count('stored'), transposed: count('transposed'), panels: count('panels') },
     };
   }
 }

@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { loadAddon } from './addon.js';
+import { CACHE_ATTENTION, cacheAttentionKernel } from './attention-kernel.js';
 import { type KernelFunc, NativeMatmuls, type NativeStats } from './matmul-kernels.js';
 
 export type KernelsName = 'native' | 'stock';
@@ -27,7 +28,7 @@ let stockConfigs: Map<string, tf.KernelConfig> | null = null;
 let info: KernelsInfo = { kernels: 'stock', library: null, threads: 1, reason: 'kernel provider not chosen yet' };
 
 function register(config: tf.KernelConfig): void {
-  tf.unregisterKernel(config.kernelName, config.backendName);
+  if (tf.getKernel(config.kernelName, config.backendName)) tf.unregisterKernel(config.kernelName, config.backendName);
   tf.registerKernel(config);
 }
 
@@ -72,6 +73,7 @@ export function useKernels(name: KernelsName, reason = ''): KernelsInfo {
   }
   if (name === 'stock') {
     for (const c of stockConfigs.values()) register(c);
+    if (tf.getKernel(CACHE_ATTENTION, 'wasm')) tf.unregisterKernel(CACHE_ATTENTION, 'wasm');
     info = { kernels: 'stock', library: null, threads: 1, reason: reason || 'asked for' };
     return info;
   }
@@ -84,8 +86,15 @@ export function useKernels(name: KernelsName, reason = ''): KernelsInfo {
     BatchMatMul: matmuls.batchMatMul(stock('BatchMatMul')),
   };
   for (const k of OVERRIDDEN) register({ kernelName: k, backendName: 'wasm', kernelFunc: natives[k] as unknown as tf.KernelFunc });
+  if (addon.ownKernels())
+    register({ kernelName: CACHE_ATTENTION, backendName: 'wasm', kernelFunc: cacheAttentionKernel(addon) as unknown as tf.KernelFunc });
   info = { kernels: 'native', library: addon.version(), threads: addon.threads(), reason: '' };
   return info;
+}
+
+/** Whether decode attention runs the native kernel (native kernels on, on wasm, on an AVX2 CPU). */
+export function nativeCacheAttention(): boolean {
+  return info.kernels === 'native' && tf.getBackend() === 'wasm' && tf.getKernel(CACHE_ATTENTION, 'wasm') !== undefined;
 }
 
 /** Which kernels run, with what library and how many threads. */
@@ -124,5 +133,5 @@ export function markConstants(weights: unknown): void {
 
 /** Native primitives created and packed weights alive in this process (zeros before any native op). */
 export function nativeStats(): NativeStats {
-  return matmuls?.stats() ?? { primitives: 0, packs: 0, layouts: { stored: 0, transposed: 0 } };
+  return matmuls?.stats() ?? { primitives: 0, packs: 0, layouts: { stored: 0, transposed: 0, panels: 0 } };
 }
