@@ -4,7 +4,8 @@
  * Same weights, same backend, same layer norm and GELU kernels, greedy.
  */
 import { tf } from '../src/compiler/backend.js';
-import { gelu, layerNorm, logits, type DeviceWeights } from '../src/compiler/gpt2.js';
+import { logits, type DeviceWeights } from '../src/compiler/gpt2.js';
+import { gelu, layerNorm } from '../src/compiler/fused.js';
 
 /** Forward of L new tokens at positions start.. with a growing cache; returns last logits [1, V]. */
 function forward(w: DeviceWeights, ids: number[], start: number, cache: { k: tf.Tensor; v: tf.Tensor }[]): tf.Tensor {

@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: decode speed of compiled variants on a GPT-2-small-shaped model (random weights
- * made on the fly), against the backend's own matmul throughput and against the obvious
- * one-request-at-a-time implementation, all in one run. Prints a table, writes bench/results/compiler.json.
+ * made on the fly), against the step's two physical limits measured in the same run (its matmul
+ * flops at the kernels' peak, and reading its weights at one core's memory bandwidth) and against
+ * the obvious one-request-at-a-time implementation, all in one run. Prints a table, writes bench/results/compiler.json.
  *
  * Runs stock tfjs-wasm kernels and native (oneDNN) kernels side by side, each batch size under each.
  * Then the Llama-family rows (bench/families.ts), a SmolLM2-135M and a Qwen2.5-0.5B shape, under each.
@@ -131,6 +132,9 @@ async function main(): Promise<void> {
   if (native) for (const t of threadCounts) providers.push({ kernels: 'native', threads: t });
   const peaks: Record<string, { mlp_gflops: number; square_2048_gflops: number }> = {};
   const rows: Record<string, unknown>[] = [];
+  // The other limit of a decode step: it reads every weight once, from memory (f32).
+  const readGBs = native ? +loadAddon().addon!.readBandwidth().toFixed(1) : null;
+  const weightBytes = 4 * params;
   for (const { kernels, threads } of providers) {
     useKernels(kernels);
     if (kernels === 'native') setKernelThreads(threads);
@@ -162,8 +166,11 @@ async function main(): Promise<void> {
       }
       const wallMs = performance.now() - t0;
       const stepMs = decodeMs / steps;
-      // The decode step's matmul flops at this provider's measured peak: the step's lower bound.
-      const rooflineMs = (2 * params * B) / (peak * 1e6);
+      // The step's lower bounds: its matmul flops at this provider's measured peak, and reading its
+      // weights at the measured memory bandwidth; the roofline is the larger.
+      const computeMs = (2 * params * B) / (peak * 1e6);
+      const memoryMs = readGBs ? weightBytes / (readGBs * 1e6) : 0;
+      const rooflineMs = Math.max(computeMs, memoryMs);
       rows.push({
         backend,
         kernels,
@@ -173,8 +180,11 @@ async function main(): Promise<void> {
         prefill_ms: Math.round(prefillMs / runs),
         decode_ms_per_step: +stepMs.toFixed(1),
         ms_per_token: +(stepMs / B).toFixed(2),
-        roofline_ms: +rooflineMs.toFixed(1),
+        compute_roofline_ms: +computeMs.toFixed(1),
+        memory_roofline_ms: +memoryMs.toFixed(1),
+        step_over_compute_roofline: +(stepMs / computeMs).toFixed(2),
         step_over_roofline: +(stepMs / rooflineMs).toFixed(2),
+        ...(kernels === 'native' ? { layouts: nativeStats().layouts } : {}),
         tokens_per_s: +((tokens / wallMs) * 1000).toFixed(1),
         requests: reqs.length,
       });
@@ -252,6 +262,8 @@ async function main(): Promise<void> {
     P,
     N,
     matmul_peaks: peaks,
+    memory_read_gbs_one_thread: readGBs,
+    weight_bytes_per_step: weightBytes,
     native_peak_single_thread_gflops: nativePeak ? Math.max(nativePeak.mlp_gflops, nativePeak.square_2048_gflops) : null,
     stock_peak_gflops: Math.max(stockPeak.mlp_gflops, stockPeak.square_2048_gflops),
     load_ms: Math.round(loadMs),
@@ -270,6 +282,7 @@ async function main(): Promise<void> {
     `backend ${backend} · ${c.n_layer} layers × ${c.n_embd}, vocab ${c.vocab_size} · P=${P} N=${N} greedy · retraces ${retraces()}`,
   );
   console.log('matmul peaks (GFLOP/s, [512, E] x [E, 4E] and 2048³):', JSON.stringify(peaks));
+  if (readGBs) console.log(`memory read, one thread: ${readGBs} GB/s; weights read per decode step: ${(weightBytes / 1e6).toFixed(0)} MB`);
   console.table(rows);
   console.table([baseline]);
   console.table(families);

@@ -10,8 +10,13 @@
 // outside the wasm heap, and the JavaScript side picks per weight and row count by timing both.
 // For few rows there is a third layout, 8-column panels run by this addon's own kernel (panels.h).
 #include <node_api.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <omp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -21,6 +26,7 @@
 
 #include "attention.h"
 #include "panels.h"
+#include "rowops.h"
 
 using dnnl::memory;
 using tag = memory::format_tag;
@@ -259,6 +265,44 @@ napi_value decodeAttention(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The row ops (rowops.h); offsets into heap. layerNorm(heap, x, g, b, out, rows, n, eps),
+// rmsNorm(heap, x, w, out, rows, n, eps), gelu(heap, x, out, n), siluMul(heap, g, u, out, n).
+napi_value layerNorm(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 8);
+  char* base = heap(env, a[0]);
+  if (base == nullptr) return fail(env, "layerNorm: bad arguments");
+  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
+  rowops::layerNorm(at(1), at(2), at(3), at(4), num(env, a[5]), num(env, a[6]), num(env, a[7]));
+  return nullptr;
+}
+
+napi_value rmsNorm(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 7);
+  char* base = heap(env, a[0]);
+  if (base == nullptr) return fail(env, "rmsNorm: bad arguments");
+  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
+  rowops::rmsNorm(at(1), at(2), at(3), num(env, a[4]), num(env, a[5]), num(env, a[6]));
+  return nullptr;
+}
+
+napi_value gelu(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 4);
+  char* base = heap(env, a[0]);
+  if (base == nullptr) return fail(env, "gelu: bad arguments");
+  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
+  rowops::gelu(at(1), at(2), num(env, a[3]));
+  return nullptr;
+}
+
+napi_value siluMul(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 5);
+  char* base = heap(env, a[0]);
+  if (base == nullptr) return fail(env, "siluMul: bad arguments");
+  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
+  rowops::siluMul(at(1), at(2), at(3), num(env, a[4]));
+  return nullptr;
+}
+
 napi_value ownKernels(napi_env env, napi_callback_info) {
   napi_value out;
   napi_get_boolean(env, panels::supported() && attention::supported(), &out);
@@ -273,6 +317,41 @@ napi_value flush(napi_env env, napi_callback_info) {
   round++;
   for (size_t i = 0; i < buffer.size(); i += 64) buffer[i] = round;
   return nullptr;
+}
+
+// Sums n floats with independent accumulators (so the loads, not the adds, are the limit).
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) float sumFloats(const float* p, size_t n) {
+  __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (size_t i = 0; i + 32 <= n; i += 32)
+    for (int j = 0; j < 4; j++) s[j] = _mm256_add_ps(s[j], _mm256_loadu_ps(p + i + 8 * j));
+  float out[8];
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3])));
+  return out[0] + out[7];
+}
+#else
+float sumFloats(const float* p, size_t n) {
+  float s[8] = {0};
+  for (size_t i = 0; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) s[j] += p[i + j];
+  return s[0] + s[7];
+}
+#endif
+
+// readBandwidth() -> GB/s: one thread reading a 512 MiB buffer (larger than the caches), the
+// median of 5 reads; the benchmark's memory roofline (a decode step reads every weight once).
+napi_value readBandwidth(napi_env env, napi_callback_info) {
+  static std::vector<float> buffer((512u << 20) / sizeof(float), 1.f);
+  std::vector<double> gbs;
+  volatile float sink = 0;
+  for (int run = 0; run < 5; run++) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sink = sink + sumFloats(buffer.data(), buffer.size());
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    gbs.push_back(buffer.size() * sizeof(float) / sec / 1e9);
+  }
+  std::sort(gbs.begin(), gbs.end());
+  return make(env, gbs[2]);
 }
 
 napi_value setThreads(napi_env env, napi_callback_info info) {
@@ -305,8 +384,13 @@ napi_value init(napi_env env, napi_value exports) {
       {"packPanels", nullptr, packPanels, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"runPanels", nullptr, runPanels, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attention", nullptr, decodeAttention, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNorm", nullptr, layerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rmsNorm", nullptr, rmsNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gelu", nullptr, gelu, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"siluMul", nullptr, siluMul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"ownKernels", nullptr, ownKernels, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"flush", nullptr, flush, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"readBandwidth", nullptr, readBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, setThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"threads", nullptr, threads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"version", nullptr, version, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -1,11 +1,15 @@
 #include "attention.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <cmath>
 #include <vector>
 
 namespace attention {
+
+#if defined(__x86_64__)
 
 namespace {
 
@@ -75,5 +79,12 @@ void decode(const float* q, const float* k, const float* vt, const float* bias, 
     }
   }
 }
+
+#else  // the kernels are AVX2: elsewhere they are not offered (supported() is false)
+
+bool supported() { return false; }
+void decode(const float*, const float*, const float*, const float*, float*, size_t, size_t, size_t, size_t, size_t, float, float, int) {}
+
+#endif
 
 }  // namespace attention

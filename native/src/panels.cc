@@ -1,10 +1,14 @@
 #include "panels.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include <cstring>
 
 namespace panels {
+
+#if defined(__x86_64__)
 
 namespace {
 
@@ -82,5 +86,14 @@ void run(const float* x, size_t M, size_t K, size_t N, const float* packed, cons
     for (; m < M; m++) panelRows<1>(x + m * K, K, p, b, out + m * N + col, N, cols);
   }
 }
+
+#else  // the kernels are AVX2: elsewhere they are not offered (supported() is false)
+
+bool supported() { return false; }
+size_t packedFloats(size_t, size_t) { return 0; }
+void pack(const float*, size_t, size_t, bool, float*) {}
+void run(const float*, size_t, size_t, size_t, const float*, const float*, float*, int) {}
+
+#endif
 
 }  // namespace panels

@@ -4,7 +4,7 @@
  * yet. Grouped-query attention: query head h reads key/value head h / (H / KV).
  */
 import { tf } from './backend.js';
-import { nativeCacheAttention } from './native/provider.js';
+import { nativeKernel } from './native/provider.js';
 import { CACHE_ATTENTION } from './native/attention-kernel.js';
 import { NEG } from './packing.js';
 
@@ -19,7 +19,7 @@ import { NEG } from './packing.js';
 export function cacheAttention(q: tf.Tensor, k: tf.Tensor4D, vt: tf.Tensor4D, keyBias: tf.Tensor3D, H: number): tf.Tensor2D {
   const [R, KV, T, D] = k.shape;
   const scale = 1 / Math.sqrt(D);
-  if (nativeCacheAttention()) {
+  if (nativeKernel(CACHE_ATTENTION)) {
     const attrs = { heads: H, scale, masked: NEG / 2 };
     return tf.engine().runKernel(CACHE_ATTENTION, { q, k, vt, bias: keyBias }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor2D;
   }

@@ -11,6 +11,7 @@ import type { DeviceModel } from './family.js';
 import type { Gpt2Weights } from './types.js';
 import type { KvCache } from './kv-cache.js';
 import { cacheAttention } from './attention.js';
+import { gelu, layerNorm } from './fused.js';
 
 export interface DeviceBlock {
   ln1g: tf.Tensor1D;
@@ -105,23 +106,6 @@ export class DeviceWeights implements DeviceModel {
 }
 
 // ---- parts -------------------------------------------------------------------------------------
-
-export function layerNorm(x: tf.Tensor, g: tf.Tensor1D, b: tf.Tensor1D, eps: number): tf.Tensor {
-  const { mean, variance } = tf.moments(x, -1, true);
-  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), g), b);
-}
-
-const GELU_A = 2 * Math.sqrt(2 / Math.PI);
-const GELU_B = GELU_A * 0.044715;
-
-/**
- * GPT-2's tanh approximation of GELU ("gelu_new"), 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))),
- * written as x·sigmoid(2·√(2/π)·(x + 0.044715·x³)) (the same function): on wasm, sigmoid and square
- * are fast kernels, pow and tanh are not.
- */
-export function gelu(x: tf.Tensor): tf.Tensor {
-  return tf.mul(x, tf.sigmoid(tf.mul(x, tf.add(tf.mul(tf.square(x), GELU_B), GELU_A))));
-}
 
 /**
  * x [M, in] @ w [in, out] + b, bias fused into the matmul: the only matmul shape that takes the fast

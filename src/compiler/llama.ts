@@ -10,6 +10,7 @@ import { type LlamaConfig, ropeInverseFrequencies } from '../model/llama-config.
 import type { DeviceModel } from './family.js';
 import type { KvCache } from './kv-cache.js';
 import { cacheAttention } from './attention.js';
+import { rmsNorm, siluMul } from './fused.js';
 import type { LlamaWeights } from './types.js';
 
 interface Linear {
@@ -98,11 +99,6 @@ export class LlamaDevice implements DeviceModel {
 
 // ---- parts -------------------------------------------------------------------------------------
 
-/** x · rsqrt(mean(x²) + eps) · weight, over the last axis (LlamaRMSNorm). */
-export function rmsNorm(x: tf.Tensor, weight: tf.Tensor1D, eps: number): tf.Tensor {
-  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(tf.mean(tf.square(x), -1, true), eps))), weight);
-}
-
 /** x [M, in] @ w [in, out] (+ b): the bias fused into the matmul when there is one. */
 function linear(x: tf.Tensor2D, l: Linear): tf.Tensor2D {
   return (l.b ? tf.fused.matMul({ a: x, b: l.w, bias: l.b }) : tf.matMul(x, l.w)) as tf.Tensor2D;
@@ -111,7 +107,7 @@ function linear(x: tf.Tensor2D, l: Linear): tf.Tensor2D {
 /** down(silu(gate(x)) · up(x)). */
 function mlp(x: tf.Tensor2D, l: DeviceLayer): tf.Tensor2D {
   const g = linear(x, l.gate);
-  return linear(tf.mul(tf.mul(g, tf.sigmoid(g)), linear(x, l.up)) as tf.Tensor2D, l.down);
+  return linear(siluMul(g, linear(x, l.up)) as tf.Tensor2D, l.down);
 }
 
 /**

@@ -3,15 +3,19 @@
  * arithmetic: the panel matmul on every row count it has a code path for, column counts that do
  * not fill the last panel, stored and transposed weights, with and without a bias; and the decode
  * attention over a cache with left padding, unwritten positions, grouped-query heads and a row
- * that sees no position, against the same attention in tfjs ops.
+ * that sees no position, against the same attention in tfjs ops; and the row ops (layer norm, RMS
+ * norm, GELU, SiLU-gated product) under both providers.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { initBackend, kernelsInfo, nativeStats, tf, useKernels } from '../../src/compiler/index.js';
 import { cacheAttention } from '../../src/compiler/attention.js';
 import { loadAddon } from '../../src/compiler/native/addon.js';
-import { markConstants, nativeCacheAttention } from '../../src/compiler/native/provider.js';
+import { markConstants, nativeKernel } from '../../src/compiler/native/provider.js';
 import { NEG } from '../../src/compiler/packing.js';
+import { CACHE_ATTENTION } from '../../src/compiler/native/attention-kernel.js';
+import { GELU, LAYER_NORM, RMS_NORM, SILU_MUL } from '../../src/compiler/native/row-kernels.js';
+import { gelu, layerNorm, rmsNorm, siluMul } from '../../src/compiler/fused.js';
 
 const backend = await initBackend();
 const initial = kernelsInfo().kernels;
@@ -171,10 +175,10 @@ test('decode attention over the cache: native kernel and tfjs ops both match flo
       c.D,
     );
     useKernels('native');
-    assert.ok(nativeCacheAttention(), 'the native attention kernel is registered');
+    assert.ok(nativeKernel(CACHE_ATTENTION), 'the native attention kernel is registered');
     const native = tf.tidy(() => cacheAttention(q, k, vt, keyBias, c.H).dataSync());
     useKernels('stock');
-    assert.ok(!nativeCacheAttention());
+    assert.ok(!nativeKernel(CACHE_ATTENTION));
     const ops = tf.tidy(() => cacheAttention(q, k, vt, keyBias, c.H).dataSync());
     useKernels('native');
     for (const [name, got] of [
@@ -212,4 +216,53 @@ test('decode attention: a row that sees no position attends uniformly under both
   assert.ok(maxError(native, want) < 1e-5, `native: ${maxError(native, want)}`);
   assert.ok(maxError(ops, want) < 1e-5, `ops: ${maxError(ops, want)}`);
   tf.dispose([q, k, vt, keyBias]);
+});
+
+test('row ops (layer norm, RMS norm, GELU, SiLU-gated product): native kernels and tfjs ops both match float64', { skip: skip() }, () => {
+  const rows = 5;
+  const n = 77;
+  const x = tf.randomNormal([rows, n], 0.3, 2, 'float32', 61);
+  const u = tf.randomNormal([rows, n], 0, 1, 'float32', 62);
+  const g = tf.randomNormal([n], 1, 0.2, 'float32', 63) as tf.Tensor1D;
+  const b = tf.randomNormal([n], 0, 0.2, 'float32', 64) as tf.Tensor1D;
+  const [xv, uv, gv, bv] = [x, u, g, b].map((t) => Array.from(t.dataSync()));
+  const eps = 1e-5;
+  const perRow = (f: (row: number[]) => number[]) => Array.from({ length: rows }, (_, r) => f(xv.slice(r * n, (r + 1) * n))).flat();
+  const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
+  const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
+  const want: Record<string, number[]> = {
+    layerNorm: perRow((row) => {
+      const m = mean(row);
+      const inv = 1 / Math.sqrt(mean(row.map((v) => (v - m) ** 2)) + eps);
+      return row.map((v, i) => (v - m) * inv * gv[i] + bv[i]);
+    }),
+    rmsNorm: perRow((row) => {
+      const inv = 1 / Math.sqrt(mean(row.map((v) => v * v)) + eps);
+      return row.map((v, i) => v * inv * gv[i]);
+    }),
+    gelu: xv.map((v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)))),
+    siluMul: xv.map((v, i) => v * sigmoid(v) * uv[i]),
+  };
+  const compute = () => ({
+    layerNorm: tf.tidy(() => layerNorm(x, g, b, eps).dataSync()),
+    rmsNorm: tf.tidy(() => rmsNorm(x, g, eps).dataSync()),
+    gelu: tf.tidy(() => gelu(x).dataSync()),
+    siluMul: tf.tidy(() => siluMul(x, u).dataSync()),
+  });
+  useKernels('native');
+  assert.ok([LAYER_NORM, RMS_NORM, GELU, SILU_MUL].every(nativeKernel), 'the native row kernels are registered');
+  const native = compute();
+  useKernels('stock');
+  assert.ok(![LAYER_NORM, RMS_NORM, GELU, SILU_MUL].some(nativeKernel));
+  const ops = compute();
+  useKernels('native');
+  for (const name of Object.keys(want) as (keyof typeof native)[])
+    for (const [by, got] of [
+      ['native', native[name]],
+      ['tfjs ops', ops[name]],
+    ] as const) {
+      const e = maxError(got, want[name]);
+      assert.ok(e < 1e-5, `${name}, ${by}: error ${e.toExponential(2)}`);
+    }
+  tf.dispose([x, u, g, b]);
 });

@@ -46,10 +46,16 @@ export interface NativeAddon {
     scale: number,
     masked: number,
   ): void;
+  layerNorm(heap: ArrayBuffer, x: number, g: number, b: number, out: number, rows: number, n: number, eps: number): void;
+  rmsNorm(heap: ArrayBuffer, x: number, w: number, out: number, rows: number, n: number, eps: number): void;
+  gelu(heap: ArrayBuffer, x: number, out: number, n: number): void;
+  siluMul(heap: ArrayBuffer, g: number, u: number, out: number, n: number): void;
   /** Whether this CPU runs the addon's own kernels, panels and attention (AVX2 and FMA). */
   ownKernels(): boolean;
   /** Evicts the caches (writes a buffer larger than them). */
   flush(): void;
+  /** One thread's read bandwidth from memory, GB/s (a 512 MiB buffer, median of 5). */
+  readBandwidth(): number;
   setThreads(n: number): number;
   threads(): number;
   version(): string;

@@ -203,6 +203,7 @@ export class NativeMatmuls {
     // BATCHGEN_NATIVE_LAYOUT forces one where it is a candidate (to measure or test each layout)
     const forced = process.env.BATCHGEN_NATIVE_LAYOUT as Layout | undefined;
     let layout = forced && candidates.includes(forced) ? forced : this.layouts.get(sig);
+    if (!this.layouts.has(sig) && layout !== undefined) this.layouts.set(sig, layout);
     if (layout === undefined) {
       const had = new Set(this.packs.get(b.dataId)?.keys() ?? []);
       layout = chooseLayout(candidates, runAs, () => this.addon.flush());

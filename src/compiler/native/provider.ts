@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadAddon } from './addon.js';
 import { CACHE_ATTENTION, cacheAttentionKernel } from './attention-kernel.js';
 import { type KernelFunc, NativeMatmuls, type NativeStats } from './matmul-kernels.js';
+import { rowKernels } from './row-kernels.js';
 
 export type KernelsName = 'native' | 'stock';
 
@@ -24,6 +25,8 @@ export interface KernelsInfo {
 const OVERRIDDEN = ['_FusedMatMul', 'BatchMatMul'] as const;
 
 let matmuls: NativeMatmuls | null = null;
+/** The addon's own kernels registered while native kernels run (attention, row ops). */
+const ownKernelNames = new Set<string>();
 let stockConfigs: Map<string, tf.KernelConfig> | null = null;
 let info: KernelsInfo = { kernels: 'stock', library: null, threads: 1, reason: 'kernel provider not chosen yet' };
 
@@ -73,7 +76,8 @@ export function useKernels(name: KernelsName, reason = ''): KernelsInfo {
   }
   if (name === 'stock') {
     for (const c of stockConfigs.values()) register(c);
-    if (tf.getKernel(CACHE_ATTENTION, 'wasm')) tf.unregisterKernel(CACHE_ATTENTION, 'wasm');
+    for (const k of ownKernelNames) if (tf.getKernel(k, 'wasm')) tf.unregisterKernel(k, 'wasm');
+    ownKernelNames.clear();
     info = { kernels: 'stock', library: null, threads: 1, reason: reason || 'asked for' };
     return info;
   }
@@ -86,15 +90,23 @@ export function useKernels(name: KernelsName, reason = ''): KernelsInfo {
     BatchMatMul: matmuls.batchMatMul(stock('BatchMatMul')),
   };
   for (const k of OVERRIDDEN) register({ kernelName: k, backendName: 'wasm', kernelFunc: natives[k] as unknown as tf.KernelFunc });
-  if (addon.ownKernels())
-    register({ kernelName: CACHE_ATTENTION, backendName: 'wasm', kernelFunc: cacheAttentionKernel(addon) as unknown as tf.KernelFunc });
+  // the addon's own kernels: attention over the cache needs AVX2; the row ops run anywhere
+  const own: Record<string, KernelFunc> = { ...rowKernels(addon) };
+  if (addon.ownKernels()) own[CACHE_ATTENTION] = cacheAttentionKernel(addon);
+  for (const [k, f] of Object.entries(own)) {
+    register({ kernelName: k, backendName: 'wasm', kernelFunc: f as unknown as tf.KernelFunc });
+    ownKernelNames.add(k);
+  }
   info = { kernels: 'native', library: addon.version(), threads: addon.threads(), reason: '' };
   return info;
 }
 
-/** Whether decode attention runs the native kernel (native kernels on, on wasm, on an AVX2 CPU). */
-export function nativeCacheAttention(): boolean {
-  return info.kernels === 'native' && tf.getBackend() === 'wasm' && tf.getKernel(CACHE_ATTENTION, 'wasm') !== undefined;
+/**
+ * Whether the addon's own kernel `name` runs now (native kernels on, on wasm, and registered: the
+ * attention kernel needs AVX2). The model code asks at each op and otherwise writes it in tfjs ops.
+ */
+export function nativeKernel(name: string): boolean {
+  return info.kernels === 'native' && ownKernelNames.has(name) && tf.getBackend() === 'wasm';
 }
 
 /** Which kernels run, with what library and how many threads. */
