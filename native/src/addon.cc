@@ -303,6 +303,16 @@ napi_value siluMul(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// rotary(heap, x, cos, sin, out, positions, heads, D)
+napi_value rotary(napi_env env, napi_callback_info info) {
+  auto a = args(env, info, 8);
+  char* base = heap(env, a[0]);
+  if (base == nullptr) return fail(env, "rotary: bad arguments");
+  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
+  rowops::rotary(at(1), at(2), at(3), at(4), num(env, a[5]), num(env, a[6]), num(env, a[7]));
+  return nullptr;
+}
+
 napi_value ownKernels(napi_env env, napi_callback_info) {
   napi_value out;
   napi_get_boolean(env, panels::supported() && attention::supported(), &out);
@@ -388,6 +398,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"rmsNorm", nullptr, rmsNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gelu", nullptr, gelu, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"siluMul", nullptr, siluMul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rotary", nullptr, rotary, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"ownKernels", nullptr, ownKernels, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"flush", nullptr, flush, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"readBandwidth", nullptr, readBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},

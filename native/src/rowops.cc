@@ -108,4 +108,21 @@ void siluMul(const float* g, const float* u, float* out, size_t n) {
   for (; i < n; i++) out[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
+void rotary(const float* x, const float* cos, const float* sin, float* out, size_t positions, size_t heads, size_t D) {
+  const size_t half = D / 2;
+  for (size_t p = 0; p < positions; p++) {
+    const float* c = cos + p * half;
+    const float* s = sin + p * half;
+    for (size_t h = 0; h < heads; h++) {
+      const float* x1 = x + (p * heads + h) * D;
+      const float* x2 = x1 + half;
+      float* o = out + (p * heads + h) * D;
+      for (size_t i = 0; i < half; i++) {
+        o[i] = x1[i] * c[i] - x2[i] * s[i];
+        o[half + i] = x2[i] * c[i] + x1[i] * s[i];
+      }
+    }
+  }
+}
+
 }  // namespace rowops

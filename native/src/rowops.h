@@ -18,4 +18,8 @@ void gelu(const float* x, float* out, size_t n);
 // out = silu(g) * u = g * sigmoid(g) * u (Llama's gated MLP).
 void siluMul(const float* g, const float* u, float* out, size_t n);
 
+// Rotary embedding in the rotate_half layout: x [positions, heads, D], cos and sin [positions, D/2];
+// out = x·cos + rotate_half(x)·sin, rotate_half(x) = cat(-x2, x1) of the two halves of each head.
+void rotary(const float* x, const float* cos, const float* sin, float* out, size_t positions, size_t heads, size_t D);
+
 }  // namespace rowops

@@ -1,9 +1,10 @@
 /**
- * The per-row and element-wise parts of a layer: one native kernel each when the native kernels
- * run (native/row-kernels.ts), else the same function in tfjs ops. Synchronous, for tf.tidy.
+ * The per-row and element-wise parts of a layer (norms, activations, rotary embedding): one native
+ * kernel each when the native kernels run (native/row-kernels.ts), else the same function in tfjs
+ * ops. Synchronous, for tf.tidy.
  */
 import { tf } from './backend.js';
-import { GELU, LAYER_NORM, RMS_NORM, SILU_MUL } from './native/row-kernels.js';
+import { GELU, LAYER_NORM, RMS_NORM, ROTARY, SILU_MUL } from './native/row-kernels.js';
 import { nativeKernel } from './native/provider.js';
 
 const run = (name: string, inputs: tf.NamedTensorMap, attrs: Record<string, number> = {}) =>
@@ -39,4 +40,15 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 export function siluMul(g: tf.Tensor, u: tf.Tensor): tf.Tensor {
   if (nativeKernel(SILU_MUL)) return run(SILU_MUL, { g, u });
   return tf.mul(tf.mul(g, tf.sigmoid(g)), u);
+}
+
+/**
+ * Rotary embedding: x·cos + rotate_half(x)·sin over the last axis, rotate_half(x) = cat(-x₂, x₁) of
+ * its two halves. x [..., heads, D]; cos, sin [..., 1, D/2] (one half of transformers'
+ * `cat(freqs, freqs)`, which repeats them for both halves of a head).
+ */
+export function rotate(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
+  if (nativeKernel(ROTARY)) return run(ROTARY, { x, cos, sin });
+  const [x1, x2] = tf.split(x, 2, -1);
+  return tf.concat([tf.sub(tf.mul(x1, cos), tf.mul(x2, sin)), tf.add(tf.mul(x2, cos), tf.mul(x1, sin))], -1);
 }

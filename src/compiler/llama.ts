@@ -10,7 +10,7 @@ import { type LlamaConfig, ropeInverseFrequencies } from '../model/llama-config.
 import type { DeviceModel } from './family.js';
 import type { KvCache } from './kv-cache.js';
 import { cacheAttention } from './attention.js';
-import { rmsNorm, siluMul } from './fused.js';
+import { rmsNorm, rotate, siluMul } from './fused.js';
 import type { LlamaWeights } from './types.js';
 
 interface Linear {
@@ -117,12 +117,6 @@ function mlp(x: tf.Tensor2D, l: DeviceLayer): tf.Tensor2D {
 function rotaryAngles(m: LlamaDevice, pos: tf.Tensor): { cos: tf.Tensor; sin: tf.Tensor } {
   const angles = tf.mul(tf.expandDims(tf.expandDims(tf.cast(pos, 'float32'), -1), -1), m.invFreq);
   return { cos: tf.cos(angles), sin: tf.sin(angles) };
-}
-
-/** x·cos + rotate_half(x)·sin over the last axis, rotate_half(x) = cat(-x₂, x₁) of its two halves. */
-function rotate(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor {
-  const [x1, x2] = tf.split(x, 2, -1);
-  return tf.concat([tf.sub(tf.mul(x1, cos), tf.mul(x2, sin)), tf.add(tf.mul(x2, cos), tf.mul(x1, sin))], -1);
 }
 
 /** Logits [M, V] of the last hidden states [M, E]: the final norm, then the output projection. */

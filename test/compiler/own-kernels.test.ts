@@ -14,8 +14,8 @@ import { loadAddon } from '../../src/compiler/native/addon.js';
 import { markConstants, nativeKernel } from '../../src/compiler/native/provider.js';
 import { NEG } from '../../src/compiler/packing.js';
 import { CACHE_ATTENTION } from '../../src/compiler/native/attention-kernel.js';
-import { GELU, LAYER_NORM, RMS_NORM, SILU_MUL } from '../../src/compiler/native/row-kernels.js';
-import { gelu, layerNorm, rmsNorm, siluMul } from '../../src/compiler/fused.js';
+import { GELU, LAYER_NORM, RMS_NORM, ROTARY, SILU_MUL } from '../../src/compiler/native/row-kernels.js';
+import { gelu, layerNorm, rmsNorm, rotate, siluMul } from '../../src/compiler/fused.js';
 
 const backend = await initBackend();
 const initial = kernelsInfo().kernels;
@@ -218,15 +218,20 @@ test('decode attention: a row that sees no position attends uniformly under both
   tf.dispose([q, k, vt, keyBias]);
 });
 
-test('row ops (layer norm, RMS norm, GELU, SiLU-gated product): native kernels and tfjs ops both match float64', { skip: skip() }, () => {
+test('row ops (layer norm, RMS norm, GELU, SiLU-gated product, rotary embedding): native kernels and tfjs ops both match float64', {
+  skip: skip(),
+}, () => {
   const rows = 5;
-  const n = 77;
+  const n = 154; // 7 heads of 22 for the rotary embedding
   const x = tf.randomNormal([rows, n], 0.3, 2, 'float32', 61);
   const u = tf.randomNormal([rows, n], 0, 1, 'float32', 62);
   const g = tf.randomNormal([n], 1, 0.2, 'float32', 63) as tf.Tensor1D;
   const b = tf.randomNormal([n], 0, 0.2, 'float32', 64) as tf.Tensor1D;
   const [xv, uv, gv, bv] = [x, u, g, b].map((t) => Array.from(t.dataSync()));
   const eps = 1e-5;
+  const angles = Array.from({ length: rows * 11 }, (_, i) => 0.37 * i - 2);
+  const cos = tf.tensor3d(angles.map(Math.cos), [rows, 1, 11]);
+  const sin = tf.tensor3d(angles.map(Math.sin), [rows, 1, 11]);
   const perRow = (f: (row: number[]) => number[]) => Array.from({ length: rows }, (_, r) => f(xv.slice(r * n, (r + 1) * n))).flat();
   const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
   const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
@@ -242,18 +247,27 @@ test('row ops (layer norm, RMS norm, GELU, SiLU-gated product): native kernels a
     }),
     gelu: xv.map((v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)))),
     siluMul: xv.map((v, i) => v * sigmoid(v) * uv[i]),
+    // x as [rows, 7 heads, 11·2]: each head's halves rotated by its row's 11 angles
+    rotary: xv.map((v, i) => {
+      const [r, j] = [Math.floor(i / n), (i % n) % 22];
+      const [half, k] = [j < 11 ? 0 : 1, j % 11];
+      const other = xv[i + (half === 0 ? 11 : -11)];
+      const [c, sn] = [Math.cos(angles[r * 11 + k]), Math.sin(angles[r * 11 + k])];
+      return half === 0 ? v * c - other * sn : v * c + other * sn;
+    }),
   };
   const compute = () => ({
     layerNorm: tf.tidy(() => layerNorm(x, g, b, eps).dataSync()),
     rmsNorm: tf.tidy(() => rmsNorm(x, g, eps).dataSync()),
     gelu: tf.tidy(() => gelu(x).dataSync()),
     siluMul: tf.tidy(() => siluMul(x, u).dataSync()),
+    rotary: tf.tidy(() => rotate(tf.reshape(x, [rows, 7, 22]), cos, sin).dataSync()),
   });
   useKernels('native');
-  assert.ok([LAYER_NORM, RMS_NORM, GELU, SILU_MUL].every(nativeKernel), 'the native row kernels are registered');
+  assert.ok([LAYER_NORM, RMS_NORM, GELU, SILU_MUL, ROTARY].every(nativeKernel), 'the native row kernels are registered');
   const native = compute();
   useKernels('stock');
-  assert.ok(![LAYER_NORM, RMS_NORM, GELU, SILU_MUL].some(nativeKernel));
+  assert.ok(![LAYER_NORM, RMS_NORM, GELU, SILU_MUL, ROTARY].some(nativeKernel));
   const ops = compute();
   useKernels('native');
   for (const name of Object.keys(want) as (keyof typeof native)[])
@@ -264,5 +278,5 @@ test('row ops (layer norm, RMS norm, GELU, SiLU-gated product): native kernels a
       const e = maxError(got, want[name]);
       assert.ok(e < 1e-5, `${name}, ${by}: error ${e.toExponential(2)}`);
     }
-  tf.dispose([x, u, g, b]);
+  tf.dispose([x, u, g, b, cos, sin]);
 });

@@ -50,6 +50,7 @@ export interface NativeAddon {
   rmsNorm(heap: ArrayBuffer, x: number, w: number, out: number, rows: number, n: number, eps: number): void;
   gelu(heap: ArrayBuffer, x: number, out: number, n: number): void;
   siluMul(heap: ArrayBuffer, g: number, u: number, out: number, n: number): void;
+  rotary(heap: ArrayBuffer, x: number, cos: number, sin: number, out: number, positions: number, heads: number, D: number): void;
   /** Whether this CPU runs the addon's own kernels, panels and attention (AVX2 and FMA). */
   ownKernels(): boolean;
   /** Evicts the caches (writes a buffer larger than them). */

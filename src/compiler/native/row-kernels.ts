@@ -1,7 +1,7 @@
 /**
  * Kernels of the wasm backend for the per-row and element-wise parts of a layer, one native pass
- * each (native/src/rowops.h): layer norm, RMS norm, GPT-2's tanh GELU and Llama's SiLU-gated
- * product. Registered with the native kernels; src/compiler/fused.ts calls them when registered and
+ * each (native/src/rowops.h): layer norm, RMS norm, GPT-2's tanh GELU, Llama's SiLU-gated
+ * product and rotary embedding. Registered with the native kernels; src/compiler/fused.ts calls them when registered and
  * writes the same functions in tfjs ops otherwise.
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
@@ -12,6 +12,7 @@ export const LAYER_NORM = 'BatchgenLayerNorm';
 export const RMS_NORM = 'BatchgenRmsNorm';
 export const GELU = 'BatchgenGelu';
 export const SILU_MUL = 'BatchgenSiluMul';
+export const ROTARY = 'BatchgenRotary';
 
 interface WasmBackend {
   dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
@@ -19,17 +20,18 @@ interface WasmBackend {
   wasm: { HEAPU8: Uint8Array };
 }
 
-type Call = (heap: ArrayBuffer, off: (t: TensorInfo) => number, out: TensorInfo, attrs: Record<string, unknown>) => void;
+type Offset = (t: TensorInfo) => number;
+type Call = (ins: Record<string, TensorInfo>, heap: ArrayBuffer, off: Offset, out: TensorInfo, attrs: Record<string, unknown>) => void;
 
 /** A kernel whose output has the shape of input `x`, computed by `call` on heap offsets. */
-function rowKernel(x: string, call: (inputs: Record<string, TensorInfo>) => Call): KernelFunc {
+function rowKernel(x: string, call: Call): KernelFunc {
   return ({ inputs, backend, attrs }) => {
     const ins = inputs as Record<string, TensorInfo>;
     const b = backend as unknown as WasmBackend;
     const out = b.makeOutput(ins[x].shape, 'float32');
     // offsets after makeOutput: its malloc may grow the memory and replace the buffer
     const off = (t: TensorInfo) => b.dataIdMap.get(t.dataId)!.memoryOffset;
-    call(ins)(b.wasm.HEAPU8.buffer as ArrayBuffer, off, out, attrs);
+    call(ins, b.wasm.HEAPU8.buffer as ArrayBuffer, off, out, attrs);
     return out;
   };
 }
@@ -39,29 +41,20 @@ const width = (t: TensorInfo) => t.shape[t.shape.length - 1];
 
 export function rowKernels(addon: NativeAddon): Record<string, KernelFunc> {
   return {
-    [LAYER_NORM]: rowKernel(
-      'x',
-      ({ x, g, b }) =>
-        (heap, off, out, a) =>
-          addon.layerNorm(heap, off(x), off(g), off(b), off(out), size(x) / width(x), width(x), a.eps as number),
+    [LAYER_NORM]: rowKernel('x', ({ x, g, b }, heap, off, out, a) =>
+      addon.layerNorm(heap, off(x), off(g), off(b), off(out), size(x) / width(x), width(x), a.eps as number),
     ),
-    [RMS_NORM]: rowKernel(
-      'x',
-      ({ x, w }) =>
-        (heap, off, out, a) =>
-          addon.rmsNorm(heap, off(x), off(w), off(out), size(x) / width(x), width(x), a.eps as number),
+    [RMS_NORM]: rowKernel('x', ({ x, w }, heap, off, out, a) =>
+      addon.rmsNorm(heap, off(x), off(w), off(out), size(x) / width(x), width(x), a.eps as number),
     ),
-    [GELU]: rowKernel(
-      'x',
-      ({ x }) =>
-        (heap, off, out) =>
-          addon.gelu(heap, off(x), off(out), size(x)),
-    ),
-    [SILU_MUL]: rowKernel(
-      'g',
-      ({ g, u }) =>
-        (heap, off, out) =>
-          addon.siluMul(heap, off(g), off(u), off(out), size(g)),
-    ),
+    [GELU]: rowKernel('x', ({ x }, heap, off, out) => addon.gelu(heap, off(x), off(out), size(x))),
+    [SILU_MUL]: rowKernel('g', ({ g, u }, heap, off, out) => addon.siluMul(heap, off(g), off(u), off(out), size(g))),
+    // x [..., heads, D]; cos and sin hold D/2 angles per position
+    [ROTARY]: rowKernel('x', ({ x, cos, sin }, heap, off, out) => {
+      const [heads, D] = x.shape.slice(-2);
+      const positions = size(x) / (heads * D);
+      if (size(cos) !== (positions * D) / 2) throw new Error(`rotary: ${size(cos)} angles for ${positions} positions of ${D}`);
+      addon.rotary(heap, off(x), off(cos), off(sin), off(out), positions, heads, D);
+    }),
   };
 }
