@@ -3,6 +3,7 @@
  * warmed, waits for a line on stdin, runs, and prints its result as a second JSON line.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { type CpuLoad, cpuLoadMeter } from './cpu-load.js';
 
 export interface SideBySide<R> {
   /** ms from "go" to the last result line */
@@ -10,6 +11,8 @@ export interface SideBySide<R> {
   /** each process's ready line */
   ready: Record<string, unknown>[];
   results: R[];
+  /** CPU used while they ran, by them and by the rest of the machine */
+  load: CpuLoad | null;
 }
 
 /** The JSON lines a process prints on stdout, collected as they come. */
@@ -45,11 +48,13 @@ export async function runSideBySide<R>(script: string, argLists: string[][]): Pr
   try {
     await untilLines(procs, lines, 1);
     const t0 = performance.now();
+    const meter = cpuLoadMeter();
     for (const p of procs) p.stdin!.end('go\n');
     await untilLines(procs, lines, 2);
     const ms = performance.now() - t0;
+    const load = meter();
     await Promise.all(procs.map(exited));
-    return { ms, ready: lines.map((l) => JSON.parse(l[0])), results: lines.map((l) => JSON.parse(l[1]) as R) };
+    return { ms, load, ready: lines.map((l) => JSON.parse(l[0])), results: lines.map((l) => JSON.parse(l[1]) as R) };
   } finally {
     for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   }

@@ -25,6 +25,7 @@ import { requestFromObject } from '../src/shared/requests.js';
 import { mulberry32 } from '../src/shared/rng.js';
 import type { LocalRedis } from '../src/local/redis-server.js';
 import { spawnWorker, type WorkerProcess } from '../src/local/worker-process.js';
+import { type CpuLoad, cpuLoadMeter } from './cpu-load.js';
 import { PEER_PACKAGE, peerDir } from './peer-jobs.js';
 import { runSideBySide } from './side-by-side.js';
 
@@ -51,6 +52,8 @@ export interface PeerSectionRow {
   warm_up_ms: number;
   /** real prompt tokens / tokens after padding (share of prompt compute spent on padding) */
   padding_waste: number;
+  /** CPU used during the timed part: by the run, and by other work on the machine */
+  load: CpuLoad | null;
   /** requests whose token ids equal those of our defaults row (null on that row) */
   identical_to_ours_default: string | null;
   [k: string]: unknown;
@@ -91,6 +94,8 @@ interface OurSetting {
 }
 
 interface WorkerStats {
+  kernels?: string;
+  threads?: number;
   keys: string[];
   warm_ms: number;
   busy_ms: number;
@@ -150,9 +155,11 @@ async function runOurs(redis: LocalRedis, source: string, job: JobRequest[], s: 
     const missing = held.flatMap((h) => keys.filter((k) => !h.keys.includes(k)));
     if (missing.length) throw new Error(`${s.label}: workers do not hold ${[...new Set(missing)].join(', ')} (raise --cache-mb)`);
     const r0 = performance.now();
+    const meter = cpuLoadMeter();
     const h = await client.submitBatch(reqs, { batchId: s.prefix });
     const rec = await h.wait({ pollMs: 20 });
     const ms = performance.now() - r0;
+    const load = meter();
     const byId = new Map<string, number[]>();
     let tokens = 0;
     for await (const r of h.results()) {
@@ -161,7 +168,7 @@ async function runOurs(redis: LocalRedis, source: string, job: JobRequest[], s: 
     }
     await Promise.all(ws.map((w) => w.stop()));
     const stats = await workerStats(client, ids);
-    return { status: rec.status, keys, ms, tokens, warmUpMs, stats, tokenIds: job.map((r) => byId.get(r.custom_id) ?? []) };
+    return { status: rec.status, keys, ms, load, tokens, warmUpMs, stats, tokenIds: job.map((r) => byId.get(r.custom_id) ?? []) };
   } finally {
     await Promise.all(ws.map((w) => w.stop()));
     await client.close();
@@ -197,7 +204,7 @@ async function runPeerJob(onnx: string, job: JobRequest[], B: number, procs: num
   });
   const sum = (k: 'tokens' | 'prompt_tokens' | 'padded_prompt_tokens' | 'row_steps' | 'batches') =>
     side.results.reduce((s, r) => s + r[k], 0);
-  return { ms: side.ms, warmUpMs, ready: side.ready, sum, perProcessMs: side.results.map((r) => r.ms), tokenIds };
+  return { ms: side.ms, load: side.load, warmUpMs, ready: side.ready, sum, perProcessMs: side.results.map((r) => r.ms), tokenIds };
 }
 
 const sameCount = (a: number[][], b: number[][]) => a.filter((t, i) => JSON.stringify(t) === JSON.stringify(b[i])).length;
@@ -213,7 +220,9 @@ function ourRow(label: string, r: Awaited<ReturnType<typeof runOurs>>, s: OurSet
     warm_up_ms: r.warmUpMs,
     padding_waste: 1 - sum('prompt_tokens') / sum('prompt_bucket_tokens'),
     identical_to_ours_default: base ? `${sameCount(r.tokenIds, base)}/${r.tokenIds.length}` : null,
+    load: r.load,
     status: r.status,
+    kernels: r.stats.map((x) => `${x.kernels ?? '?'}, ${x.threads ?? '?'} thread(s)`),
     batch_sizes: s.batchSizes,
     prompt_buckets: formatBucketPolicy(s.policies.prompt),
     new_token_buckets: formatBucketPolicy(s.policies.newTokens ?? s.policies.prompt),
@@ -244,6 +253,7 @@ function peerRow(B: number, r: Awaited<ReturnType<typeof runPeerJob>>, base: num
     warm_up_ms: r.warmUpMs,
     padding_waste: 1 - r.sum('prompt_tokens') / r.sum('padded_prompt_tokens'),
     identical_to_ours_default: base ? `${sameCount(r.tokenIds, base)}/${r.tokenIds.length}` : null,
+    load: r.load,
     batch: B,
     batches: r.sum('batches'),
     // generated positions that a request did not need (past its own max_new_tokens or EOS)
@@ -292,19 +302,25 @@ export async function peerSection(
     { label: 'defaults', prefix: 'peer-default', batchSizes: DEFAULT_BATCH_SIZES, policies: DEFAULT_POLICIES, flags: [] },
     tunedSetting(job),
   ];
+  const peerBatches = parseBatchSizes(process.env.BENCH_PEER_BATCHES ?? '8,16');
   const ours: PeerSectionRow[] = [];
-  let base: number[][] | null = null;
-  for (const s of settings) {
-    const r = await runOurs(redis, setup.source, job, s, nWorkers);
-    ours.push(ourRow(`batchgen, Redis + ${nWorkers} workers, ${s.label}`, r, s, base));
-    base ??= r.tokenIds;
-    log(`${s.label}: ${r.tokens} tokens in ${r.ms.toFixed(0)} ms (warm-up ${(r.warmUpMs / 1000).toFixed(1)} s)`);
-  }
   const peers: PeerSectionRow[] = [];
-  for (const B of parseBatchSizes(process.env.BENCH_PEER_BATCHES ?? '8,16')) {
-    const r = await runPeerJob(setup.onnx, job, B, nWorkers, tmp);
-    peers.push(peerRow(B, r, base));
-    log(`peer B=${B}: ${r.sum('tokens')} tokens in ${r.ms.toFixed(0)} ms (warm-up ${(r.warmUpMs / 1000).toFixed(1)} s)`);
+  let base: number[][] | null = null;
+  // our rows and the peer's taken in turn, so that a change of outside load hits both sides alike
+  for (let i = 0; i < Math.max(settings.length, peerBatches.length); i++) {
+    const s = settings[i];
+    if (s) {
+      const r = await runOurs(redis, setup.source, job, s, nWorkers);
+      ours.push(ourRow(`batchgen, Redis + ${nWorkers} workers, ${s.label}`, r, s, base));
+      base ??= r.tokenIds;
+      log(`${s.label}: ${r.tokens} tokens in ${r.ms.toFixed(0)} ms (warm-up ${(r.warmUpMs / 1000).toFixed(1)} s)`);
+    }
+    const B = peerBatches[i];
+    if (B) {
+      const r = await runPeerJob(setup.onnx, job, B, nWorkers, tmp);
+      peers.push(peerRow(B, r, base));
+      log(`peer B=${B}: ${r.sum('tokens')} tokens in ${r.ms.toFixed(0)} ms (warm-up ${(r.warmUpMs / 1000).toFixed(1)} s)`);
+    }
   }
   return summarize(job, setup, nWorkers, ours, peers);
 }
@@ -341,7 +357,8 @@ function summarize(
       (typeof r.busy_share === 'number'
         ? `busy ${pct(r.busy_share)}, fill ${pct(r.batch_fill as number)}, `
         : `decode waste ${pct(r.decode_waste as number)}, `) +
-      (r.identical_to_ours_default ? `same ids as defaults ${r.identical_to_ours_default}` : 'the reference for same ids'),
+      (r.identical_to_ours_default ? `same ids as defaults ${r.identical_to_ours_default}` : 'the reference for same ids') +
+      (r.load ? `, other load ${r.load.other_cores.toFixed(2)} cores` : ''),
   ]);
   for (const r of ours) rows.push([`  ${r.label.split(', ').pop()} / ${peerBest.label}`, `${ratio(r).toFixed(2)}×`, 'target ≥ 1.5×']);
   return { report, rows };
