@@ -56,7 +56,7 @@ function hostMatmul(x: Float32Array, w: Float32Array, bias: Float32Array | null,
   return out;
 }
 
-test('the panel matmul matches float64 on 1 to 13 rows, partial panels, either weight layout, with and without bias', {
+test('the panel matmul matches float64 on 1 to 32 rows (the 8-row and the 6-row kernels), partial panels, either weight layout, with and without bias', {
   skip: skip(),
 }, () => {
   process.env.BATCHGEN_NATIVE_LAYOUT = 'panels';
@@ -73,7 +73,7 @@ test('the panel matmul matches float64 on 1 to 13 rows, partial panels, either w
           const bias = withBias ? (tf.randomNormal([N], 0, 1, 'float32', seed++) as tf.Tensor1D) : null;
           markConstants(w);
           const packs = nativeStats().packs;
-          for (const M of [1, 2, 3, 4, 5, 8, 13]) {
+          for (const M of [1, 2, 3, 4, 5, 8, 12, 13, 17, 32]) {
             const x = tf.randomNormal([M, K], 0, 1, 'float32', seed++) as tf.Tensor2D;
             const got = tf.tidy(() =>
               (bias ? tf.fused.matMul({ a: x, b: w, bias, transposeB: tB }) : tf.matMul(x, w, false, tB)).dataSync(),
