@@ -1,14 +1,14 @@
 /**
- * tfjs-wasm kernels `_FusedMatMul` and `BatchMatMul` on oneDNN. Tensors stay on the wasm heap: the
+ * tfjs-wasm kernels `_FusedMatMul` and `BatchMatMul` on oneDNN and the addon's panel kernel. Tensors stay on the wasm heap: the
  * addon gets the heap's ArrayBuffer (taken again on every call, as the memory may have grown) and
  * byte offsets. One primitive per shape signature, created on first use (warm-up). Weights (tensors
  * marked constant, with no batch dimension) get, on first use, a packed copy outside the heap in
  * each candidate layout: the other layout for oneDNN, and, for few rows, the addon's own 8-column
- * panels (native/src/panels.h). The candidates are timed (caches flushed, as a step reads each weight
- * from memory) and the fastest is kept for that signature; BATCHGEN_NATIVE_LAYOUT=stored|transposed|panels
- * forces one where it is a candidate. A copy is freed when tfjs frees its tensor. Anything these kernels do not cover
- * (other dtypes, prelu, a bias that is not one row, broadcasts oneDNN cannot express) runs the stock
- * kernel.
+ * panels (native/src/panels.h). The candidates are timed (caches flushed, as a step reads each
+ * weight from memory) and the fastest is kept for that signature;
+ * BATCHGEN_NATIVE_LAYOUT=stored|transposed|panels forces one where it is a candidate. A copy is freed
+ * when tfjs frees its tensor. Anything these kernels do not cover (other dtypes, prelu, a bias that
+ * is not one row, broadcasts oneDNN cannot express) runs the stock kernel.
  */
 import { broadcast_util, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { NativeAddon } from './addon.js';
