@@ -56,7 +56,7 @@ __attribute__((target("avx2,fma"))) void panelRows(const float* x, size_t K, con
 
 // 6 rows against two adjacent panels (16 columns): 12 accumulators, two weight loads and six
 // broadcasts per k. xp holds the 6 rows packed as [K][6], so one k's broadcasts share a cache line.
-// Compute, not memory, limits a matmul of 12 rows or more; this is about 1.25x the 8-row kernel there.
+// Compute, not memory, limits a matmul of 12 rows or more; this was 1.2x to 1.3x the 8-row kernel there.
 __attribute__((target("avx2,fma"))) void sixRows(const float* xp, size_t K, const float* p0, const float* p1, const float* bias,
                                                  float* out, size_t ldo) {
   // named accumulators, not an array: GCC keeps an array of them on the stack here
