@@ -1,8 +1,9 @@
 /**
- * The kernel provider of the wasm backend: `native` (oneDNN matmuls through the addon, the default
- * when it loads) or `stock` (tfjs-wasm's own XNNPACK kernels). `BATCHGEN_KERNELS=native|stock`
- * forces one; `BATCHGEN_THREADS` (or `setKernelThreads`) sets oneDNN's thread count, 1 by default
- * (one worker process per core). Other backends always run their own kernels (`stock`).
+ * The kernel provider of the wasm backend: `native` (the addon's matmuls on oneDNN or its panel
+ * kernel, its decode attention and row kernels; the default when it loads) or `stock` (tfjs-wasm's
+ * own XNNPACK kernels). `BATCHGEN_KERNELS=native|stock` forces one; `BATCHGEN_THREADS` (or
+ * `setKernelThreads`) sets the native kernels' thread count, 1 by default (one worker process per
+ * core). Other backends always run their own kernels (`stock`).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { loadAddon } from './addon.js';
