@@ -217,6 +217,17 @@ napi_value run(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The arguments of a call on tensors in the wasm heap: argument 0 is the heap's ArrayBuffer, the
+// others byte offsets into it (ptr) or plain numbers (num).
+struct HeapArgs {
+  napi_env env;
+  std::vector<napi_value> a;
+  char* base;
+  HeapArgs(napi_env e, napi_callback_info info, size_t n) : env(e), a(args(e, info, n)), base(heap(e, a[0])) {}
+  float* ptr(size_t i) const { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); }
+  double n(size_t i) const { return num(env, a[i]); }
+};
+
 // packPanels(heap, bOffset, K, N, transposed) -> packId: the [K, N] weights (stored [N, K] when
 // transposed) at bOffset copied into 8-column panels outside the wasm heap.
 napi_value packPanels(napi_env env, napi_callback_info info) {
@@ -239,77 +250,61 @@ napi_value packPanels(napi_env env, napi_callback_info info) {
 // runPanels(heap, aOffset, M, packId, biasOffset, outOffset): out[M, N] = a[M, K] @ panels (+ bias
 // when biasOffset >= 0), K and N those of the pack.
 napi_value runPanels(napi_env env, napi_callback_info info) {
-  auto a = args(env, info, 6);
-  char* base = heap(env, a[0]);
-  const size_t aOff = num(env, a[1]), M = num(env, a[2]), p = num(env, a[3]);
-  const double biasOff = num(env, a[4]);
-  const size_t outOff = num(env, a[5]);
-  if (base == nullptr || p >= packs.size() || !packs[p] || packs[p]->panels == nullptr) return fail(env, "runPanels: bad arguments");
+  const HeapArgs h(env, info, 6);
+  const size_t p = h.n(3);
+  if (h.base == nullptr || p >= packs.size() || !packs[p] || packs[p]->panels == nullptr) return fail(env, "runPanels: bad arguments");
   const Pack& pk = *packs[p];
-  const float* bias = biasOff >= 0 ? reinterpret_cast<const float*>(base + static_cast<size_t>(biasOff)) : nullptr;
-  panels::run(reinterpret_cast<const float*>(base + aOff), M, pk.K, pk.N, pk.panels, bias, reinterpret_cast<float*>(base + outOff),
-              kernelThreads);
+  const float* bias = h.n(4) >= 0 ? h.ptr(4) : nullptr;
+  panels::run(h.ptr(1), h.n(2), pk.K, pk.N, pk.panels, bias, h.ptr(5), kernelThreads);
   return nullptr;
 }
 
 // attention(heap, qOffset, kOffset, vtOffset, biasOffset, outOffset, R, H, KV, T, D, scale, masked):
 // one decode step's attention over the cache (attention.h).
 napi_value decodeAttention(napi_env env, napi_callback_info info) {
-  auto a = args(env, info, 13);
-  char* base = heap(env, a[0]);
-  if (base == nullptr || !attention::supported()) return fail(env, "attention: bad arguments");
-  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
-  const size_t R = num(env, a[6]), H = num(env, a[7]), KV = num(env, a[8]), T = num(env, a[9]), D = num(env, a[10]);
+  const HeapArgs h(env, info, 13);
+  if (h.base == nullptr || !attention::supported()) return fail(env, "attention: bad arguments");
+  const size_t H = h.n(7), KV = h.n(8);
   if (KV == 0 || H % KV != 0) return fail(env, "attention: heads must be a multiple of key/value heads");
-  attention::decode(at(1), at(2), at(3), at(4), at(5), R, H, KV, T, D, num(env, a[11]), num(env, a[12]), kernelThreads);
+  attention::decode(h.ptr(1), h.ptr(2), h.ptr(3), h.ptr(4), h.ptr(5), h.n(6), H, KV, h.n(9), h.n(10), h.n(11), h.n(12), kernelThreads);
   return nullptr;
 }
 
 // The row ops (rowops.h); offsets into heap. layerNorm(heap, x, g, b, out, rows, n, eps),
-// rmsNorm(heap, x, w, out, rows, n, eps), gelu(heap, x, out, n), siluMul(heap, g, u, out, n).
+// rmsNorm(heap, x, w, out, rows, n, eps), gelu(heap, x, out, n), siluMul(heap, g, u, out, n),
+// rotary(heap, x, cos, sin, out, positions, heads, D).
 napi_value layerNorm(napi_env env, napi_callback_info info) {
-  auto a = args(env, info, 8);
-  char* base = heap(env, a[0]);
-  if (base == nullptr) return fail(env, "layerNorm: bad arguments");
-  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
-  rowops::layerNorm(at(1), at(2), at(3), at(4), num(env, a[5]), num(env, a[6]), num(env, a[7]));
+  const HeapArgs h(env, info, 8);
+  if (h.base == nullptr) return fail(env, "layerNorm: bad arguments");
+  rowops::layerNorm(h.ptr(1), h.ptr(2), h.ptr(3), h.ptr(4), h.n(5), h.n(6), h.n(7));
   return nullptr;
 }
 
 napi_value rmsNorm(napi_env env, napi_callback_info info) {
-  auto a = args(env, info, 7);
-  char* base = heap(env, a[0]);
-  if (base == nullptr) return fail(env, "rmsNorm: bad arguments");
-  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
-  rowops::rmsNorm(at(1), at(2), at(3), num(env, a[4]), num(env, a[5]), num(env, a[6]));
+  const HeapArgs h(env, info, 7);
+  if (h.base == nullptr) return fail(env, "rmsNorm: bad arguments");
+  rowops::rmsNorm(h.ptr(1), h.ptr(2), h.ptr(3), h.n(4), h.n(5), h.n(6));
   return nullptr;
 }
 
 napi_value gelu(napi_env env, napi_callback_info info) {
-  auto a = args(env, info, 4);
-  char* base = heap(env, a[0]);
-  if (base == nullptr) return fail(env, "gelu: bad arguments");
-  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
-  rowops::gelu(at(1), at(2), num(env, a[3]));
+  const HeapArgs h(env, info, 4);
+  if (h.base == nullptr) return fail(env, "gelu: bad arguments");
+  rowops::gelu(h.ptr(1), h.ptr(2), h.n(3));
   return nullptr;
 }
 
 napi_value siluMul(napi_env env, napi_callback_info info) {
-  auto a = args(env, info, 5);
-  char* base = heap(env, a[0]);
-  if (base == nullptr) return fail(env, "siluMul: bad arguments");
-  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
-  rowops::siluMul(at(1), at(2), at(3), num(env, a[4]));
+  const HeapArgs h(env, info, 5);
+  if (h.base == nullptr) return fail(env, "siluMul: bad arguments");
+  rowops::siluMul(h.ptr(1), h.ptr(2), h.ptr(3), h.n(4));
   return nullptr;
 }
 
-// rotary(heap, x, cos, sin, out, positions, heads, D)
 napi_value rotary(napi_env env, napi_callback_info info) {
-  auto a = args(env, info, 8);
-  char* base = heap(env, a[0]);
-  if (base == nullptr) return fail(env, "rotary: bad arguments");
-  const auto at = [&](int i) { return reinterpret_cast<float*>(base + static_cast<size_t>(num(env, a[i]))); };
-  rowops::rotary(at(1), at(2), at(3), at(4), num(env, a[5]), num(env, a[6]), num(env, a[7]));
+  const HeapArgs h(env, info, 8);
+  if (h.base == nullptr) return fail(env, "rotary: bad arguments");
+  rowops::rotary(h.ptr(1), h.ptr(2), h.ptr(3), h.ptr(4), h.n(5), h.n(6), h.n(7));
   return nullptr;
 }
 

@@ -13,17 +13,9 @@
 import { broadcast_util, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { NativeAddon } from './addon.js';
 import { announceNativeCreation } from './creations.js';
+import type { KernelFunc, WasmBackend } from './heap-kernel.js';
 
 type Info = TensorInfo;
-type KernelArgs = { inputs: Record<string, Info | undefined>; backend: WasmBackend; attrs: Record<string, unknown> };
-export type KernelFunc = (args: KernelArgs) => Info;
-
-interface WasmBackend {
-  dataIdMap: { get(id: object): { memoryOffset: number } | undefined; has(id: object): boolean };
-  makeOutput(shape: number[], dtype: string): Info;
-  disposeData(dataId: object, force?: boolean): boolean;
-  wasm: { HEAPU8: Uint8Array };
-}
 
 /** tfjs activation names and the addon's codes for them. */
 const ACTIVATIONS: Record<string, number> = { linear: 0, relu: 1, relu6: 2, sigmoid: 3, elu: 4, leakyrelu: 5 };

@@ -8,7 +8,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { loadAddon } from './addon.js';
 import { CACHE_ATTENTION, cacheAttentionKernel } from './attention-kernel.js';
-import { type KernelFunc, NativeMatmuls, type NativeStats } from './matmul-kernels.js';
+import type { KernelFunc } from './heap-kernel.js';
+import { NativeMatmuls, type NativeStats } from './matmul-kernels.js';
 import { rowKernels } from './row-kernels.js';
 
 export type KernelsName = 'native' | 'stock';

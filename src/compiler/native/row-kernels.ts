@@ -1,12 +1,12 @@
 /**
  * Kernels of the wasm backend for the per-row and element-wise parts of a layer, one native pass
  * each (native/src/rowops.h): layer norm, RMS norm, GPT-2's tanh GELU, Llama's SiLU-gated
- * product and rotary embedding. Registered with the native kernels; src/compiler/fused.ts calls them when registered and
- * writes the same functions in tfjs ops otherwise.
+ * product and rotary embedding. Registered with the native kernels; src/compiler/fused.ts calls
+ * them when registered and writes the same functions in tfjs ops otherwise.
  */
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { NativeAddon } from './addon.js';
-import type { KernelFunc } from './matmul-kernels.js';
+import { heapKernel, type KernelFunc } from './heap-kernel.js';
 
 export const LAYER_NORM = 'BatchgenLayerNorm';
 export const RMS_NORM = 'BatchgenRmsNorm';
@@ -14,27 +14,8 @@ export const GELU = 'BatchgenGelu';
 export const SILU_MUL = 'BatchgenSiluMul';
 export const ROTARY = 'BatchgenRotary';
 
-interface WasmBackend {
-  dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
-  makeOutput(shape: number[], dtype: string): TensorInfo;
-  wasm: { HEAPU8: Uint8Array };
-}
-
-type Offset = (t: TensorInfo) => number;
-type Call = (ins: Record<string, TensorInfo>, heap: ArrayBuffer, off: Offset, out: TensorInfo, attrs: Record<string, unknown>) => void;
-
-/** A kernel whose output has the shape of input `x`, computed by `call` on heap offsets. */
-function rowKernel(x: string, call: Call): KernelFunc {
-  return ({ inputs, backend, attrs }) => {
-    const ins = inputs as Record<string, TensorInfo>;
-    const b = backend as unknown as WasmBackend;
-    const out = b.makeOutput(ins[x].shape, 'float32');
-    // offsets after makeOutput: its malloc may grow the memory and replace the buffer
-    const off = (t: TensorInfo) => b.dataIdMap.get(t.dataId)!.memoryOffset;
-    call(ins, b.wasm.HEAPU8.buffer as ArrayBuffer, off, out, attrs);
-    return out;
-  };
-}
+/** A kernel whose output has the shape of input `x`. */
+const rowKernel = (x: string, call: Parameters<typeof heapKernel>[1]) => heapKernel((ins) => ins[x].shape, call);
 
 const size = (t: TensorInfo) => t.shape.reduce((a, b) => a * b, 1);
 const width = (t: TensorInfo) => t.shape[t.shape.length - 1];
